@@ -68,7 +68,8 @@ def split(params: Params) -> None:
     """Leave-one-out by time (or the source's own split), k-core filtering, cold-item holdout, live windows."""
     from components.data.split import split as run
 
-    click.echo(run(params.split, params.paths.validated, params.paths.split, params.seed).describe())
+    click.echo(run(params.split, params.paths.validated, params.paths.split, params.paths.reports,
+                   params.seed).describe())
 
 
 @cli.command("params")
