@@ -5,11 +5,12 @@ Errors name the dotted key and what was expected, so that a typo in params.yaml 
 """
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.errors import RecloopError
 
@@ -25,6 +26,8 @@ class Paths(Section):
     split: Path = Path("data/split")
     features: Path = Path("data/features")
     reports: Path = Path("reports")
+    # pretrained/ and finetuned/ (DVC outputs) and checkpoints/ (resume state, outside DVC's outputs).
+    models: Path = Path("models")
 
 
 class GenericColumns(Section):
@@ -75,7 +78,7 @@ class ValidateConfig(Section):
 
 class TimeSplit(Section):
     # ISO date; interactions before it train the model, later ones form the live windows.
-    cutoff: str | None = None
+    cutoff: date | None = None
     window_days: int = Field(365, gt=0)
 
 
@@ -84,7 +87,8 @@ class SplitConfig(Section):
     mode: Literal["loo", "given"] = "loo"
     min_user_interactions: int = Field(3, ge=3)
     min_item_interactions: int = Field(1, ge=1)
-    max_history: int = Field(200, ge=1)
+    # Counts the valid and test targets too, so leave-one-out needs at least 3.
+    max_history: int = Field(200, ge=3)
     cold_item_fraction: float = Field(0.0, ge=0, lt=1)
     time: TimeSplit = TimeSplit()
 
@@ -98,6 +102,92 @@ class FeaturizeConfig(Section):
     cache_dir: Path = Path(".cache/embeddings")
 
 
+class ModelConfig(Section):
+    """The sequence model's shape and inputs; the ablations (ID-only, text-only, no context) are switches here."""
+
+    dim: int = Field(64, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    # Most recent interactions the encoder reads.
+    max_len: int = Field(50, ge=2)
+    use_id: bool = True
+    use_text: bool = True
+    use_attributes: bool = True
+    # Event/value and time (gap, hour, weekday) per position.
+    use_context: bool = True
+    # User-profile attributes and the domain (scenario) token.
+    use_profile: bool = True
+    # Share of items whose ID embedding is dropped per training step, so text alone must place them.
+    id_dropout: float = Field(0.1, ge=0, le=1)
+    text_hidden: int = Field(256, ge=1)
+    # Attribute values (categories, brand...) kept per item, and how often a value must occur to get an embedding.
+    max_item_attributes: int = Field(16, ge=1)
+    min_attribute_count: int = Field(2, ge=1)
+    value_buckets: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        if not (self.use_id or self.use_text or self.use_attributes):
+            raise ValueError("the item tower needs at least one of use_id, use_text, use_attributes")
+        return self
+
+
+class TrainingConfig(Section):
+    """What pretraining and fine-tuning share: the optimiser, batching, early stopping, resumption."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    # Epochs without a better validation NDCG@10 before stopping; the best epoch's weights are kept.
+    patience: int = Field(5, ge=1)
+    # last: each user's latest max_len interactions (SASRec); all: every max_len chunk of the history.
+    windows: Literal["last", "all"] = "all"
+    # Full softmax over catalogs up to this size; above it, sampled softmax with log-Q correction.
+    full_softmax_max_items: int = Field(100_000, ge=1)
+    sampled_negatives: int = Field(8192, ge=1)
+    # Weight of the InfoNCE alignment between an item's ID and text representations.
+    contrastive_weight: float = Field(0.1, ge=0)
+    temperature: float = Field(0.07, gt=0)
+    # null: one thread per available core.
+    threads: int | None = Field(None, ge=1)
+    # Stop (as if interrupted) after this epoch, keeping the checkpoint; a rerun resumes from it.
+    stop_after_epoch: int | None = Field(None, ge=1)
+
+
+class ExtraDataset(Section):
+    """Another dataset (its split and featurize outputs) pretrained on together with the main one."""
+
+    split: Path
+    features: Path
+
+
+class PretrainConfig(TrainingConfig):
+    extra: list[ExtraDataset] = []
+
+
+class FinetuneConfig(TrainingConfig):
+    # pretrained: start from models/pretrained; scratch: random weights (the no-pretraining ablation).
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    contrastive_weight: float = Field(0.0, ge=0)
+    retrieval_weight: float = Field(1.0, ge=0)
+    like_weight: float = Field(0.2, ge=0)
+    rating_weight: float = Field(0.2, ge=0)
+    # A rating at or above this counts as a like; for implicit data, the events listed count as likes.
+    like_threshold: float = 4.0
+    like_events: list[str] = ["like", "click", "purchase", "add_to_cart"]
+
+
+class TrackingConfig(Section):
+    # MLflow tracking URI; null turns tracking off.
+    uri: str | None = "sqlite:///mlflow.db"
+    experiment: str = "recloop"
+
+
 class Params(Section):
     seed: int = 42
     paths: Paths = Paths()
@@ -105,6 +195,10 @@ class Params(Section):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
