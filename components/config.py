@@ -60,6 +60,9 @@ class IngestConfig(Section):
     dataset: str | None = None
     domain: str = "default"
     chunk_rows: int = Field(500_000, gt=0)
+    # true: the items and users tables keep only ids that have interactions (Amazon metadata describes a
+    # whole category, its 5-core a fraction); false: every id the source knows (cold items keep their text).
+    only_interacted: bool = False
     generic: GenericSource = GenericSource()
 
 

@@ -7,11 +7,7 @@ so a few million interactions take seconds.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from components.atomic import staged_dir, write_json
 from components.config import SplitConfig
 from components.data.dataset import PARTS
 from components.data.schema import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
@@ -241,32 +238,11 @@ def _items(items: pd.DataFrame, rows: pd.DataFrame, cold: np.ndarray) -> pd.Data
     return out.assign(cold=out["item_id"].isin(cold))
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put `new` where `target` is: the old output disappears only once the new one is complete."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-old-"))
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, target)
-
-
-def _write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _write_outputs(rows: pd.DataFrame, part: np.ndarray, items: pd.DataFrame, users: pd.DataFrame,
                    live: pd.DataFrame, cutoff: int | None, cfg: SplitConfig, out_dir: Path) -> list[Window]:
     """Write every file of the split into a temporary folder, then put it in place of `out_dir`."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the output is an ordinary folder
     windows = []
-    try:
+    with staged_dir(out_dir) as tmp:
         # One Arrow table filtered per part keeps the three files' schemas identical.
         table = pa.Table.from_pandas(rows, preserve_index=False)
         for code, name in enumerate(PARTS):
@@ -276,10 +252,6 @@ def _write_outputs(rows: pd.DataFrame, part: np.ndarray, items: pd.DataFrame, us
         if cutoff is not None:
             windows = write_windows(live, cutoff, cfg.time.window_days, tmp / LIVE_DIR,
                                     pd.Index(users["user_id"]), pd.Index(items["item_id"]))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return windows
 
 
@@ -318,5 +290,5 @@ def split(cfg: SplitConfig, in_dir: Path, out_dir: Path, report_dir: Path, seed:
         cold_dropped=result.cold_dropped, live_interactions=sum(w.interactions for w in windows),
         windows=len(windows), out_dir=str(out_dir), report=str(report_dir / REPORT_FILE))
     # The metric file holds the counts only, which `dvc metrics diff` can compare.
-    _write_json({k: v for k, v in asdict(summary).items() if isinstance(v, int)}, report_dir / REPORT_FILE)
+    write_json(report_dir / REPORT_FILE, {k: v for k, v in asdict(summary).items() if isinstance(v, int)})
     return summary
