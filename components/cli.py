@@ -81,6 +81,151 @@ def featurize(params: Params) -> None:
     click.echo(run(params.featurize, params.paths.split, params.paths.features).describe())
 
 
+@cli.command()
+@_stage
+def pretrain(params: Params) -> None:
+    """Self-supervised pretraining: next item over the catalog + ID/text alignment; resumes from a checkpoint."""
+    from components.training.pretrain import pretrain as run
+
+    click.echo(run(params.model, params.pretrain, params.tracking, params.paths.split, params.paths.features,
+                   params.paths.models, params.paths.reports, params.seed).describe())
+
+
+@cli.command()
+@_stage
+def finetune(params: Params) -> None:
+    """Multi-task fine-tuning (retrieval, like, rating) from the pretrained weights; early stopping on NDCG@10."""
+    from components.training.finetune import finetune as run
+
+    click.echo(run(params.model, params.finetune, params.tracking, params.paths.split, params.paths.features,
+                   params.paths.models, params.paths.reports, params.seed).describe())
+
+
+@cli.command()
+@_stage
+def evaluate(params: Params) -> None:
+    """Full-ranking evaluation of each model in evaluate.models on valid and test: metrics, slices, plots, report."""
+    from components.evaluation.evaluate import evaluate as run
+
+    click.echo(run(params.evaluate, params.paths.split, params.paths.features, params.paths.reports,
+                   seed=params.seed, models_dir=params.paths.models, tracking_uri=params.tracking.uri).describe())
+
+
+@cli.command()
+@_stage
+def package(params: Params) -> None:
+    """Log the fine-tuned model and what serving needs to the MLflow registry as a new `challenger` version."""
+    from components.registry.package import package as run
+
+    click.echo(run(params.registry, params.paths).describe())
+
+
+@cli.command()
+@click.option("--version", "version", type=int, default=None, help="Make this version the champion "
+              "(default: the challenger).")
+@click.option("--rollback", is_flag=True, help="Give `champion` back to the version that held it before.")
+@click.option("--list", "list_versions", is_flag=True, help="Show the registered versions and their aliases.")
+@click.option("--bento/--no-bento", default=True, show_default=True,
+              help="Import the new champion into BentoML's model store (what `bentoml serve`/`build` use).")
+@_stage
+def promote(params: Params, version: int | None, rollback: bool, list_versions: bool, bento: bool) -> None:
+    """Move the registry's `champion` alias (to the challenger, to --version N, or back with --rollback)."""
+    from components.registry import registry
+
+    if list_versions:
+        import time
+
+        for v in registry.list_versions(params.registry):
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"]))
+            click.echo(f"version {v['version']:>3}  created {created}  {', '.join(v['aliases'])}")
+        return
+    if rollback and version is not None:
+        raise RecloopError("give either --version N or --rollback, not both")
+    done = registry.rollback(params.registry) if rollback else registry.promote(params.registry, version)
+    click.echo(done.describe())
+    if bento:
+        from components.registry.bento import import_champion
+
+        click.echo(import_champion(params.registry).describe())
+
+
+def _params_source() -> tuple[str, list[str]]:
+    """This command's --params file and --set overrides: flows take these, so deployments re-read params."""
+    given = click.get_current_context().params
+    return str(given["params_path"]), list(given["overrides"])
+
+
+@cli.command()
+@click.option("--target", default=None, metavar="STAGE",
+              help="Run this stage and the stages it needs (as `dvc repro STAGE`); default: all.")
+@_stage
+def pipeline(params: Params, target: str | None) -> None:
+    """Run the training pipeline once as a Prefect flow; stages with unchanged params, inputs and code are skipped."""
+    from flows.local_api import patient_local_api
+    from flows.stage_runs import describe_outcomes
+    from flows.training import training_pipeline
+
+    with patient_local_api():
+        outcomes = training_pipeline(*_params_source(), target=target)
+    click.echo(describe_outcomes({"": outcomes}))
+
+
+@cli.command()
+@click.option("--target", default="split", show_default=True, metavar="STAGE",
+              help="The last stage to run for each dataset.")
+@_stage
+def prepare(params: Params, target: str) -> None:
+    """Ingest, validate and split every dataset in orchestrate.datasets in parallel, on a Dask cluster."""
+    from flows.fanout import prepare_datasets
+    from flows.local_api import patient_local_api
+    from flows.stage_runs import describe_outcomes
+
+    with patient_local_api():
+        outcomes = prepare_datasets(*_params_source(), target=target)
+    click.echo(describe_outcomes(outcomes))
+
+
+@cli.command()
+@click.option("--work-pool", default=None, metavar="POOL",
+              help="Create the deployments on this Prefect work pool instead of serving them here.")
+@click.option("--image", default=None, metavar="IMAGE",
+              help="With --work-pool (Docker, Kubernetes): a prebuilt image with recloop and the project in it.")
+@_stage
+def deploy(params: Params, work_pool: str | None, image: str | None) -> None:
+    """Serve the Prefect deployments (schedules from orchestrate in params) until stopped; see docs/operations.md."""
+    from flows.deployments import deploy_to_work_pool, serve_deployments
+
+    if work_pool:
+        ids = deploy_to_work_pool(work_pool, image, *_params_source())
+        click.echo(f"created {len(ids)} deployments on work pool {work_pool}: start a worker with "
+                   f"`prefect worker start --pool {work_pool}`")
+    elif image:
+        raise RecloopError("--image goes with --work-pool: served deployments run here, in this environment")
+    else:
+        serve_deployments(*_params_source())
+
+
+@cli.command()
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reference interactions [default: <paths.split>/train.parquet].")
+@click.option("--current", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Current window [default: the newest <paths.split>/live/window_NNN.parquet].")
+@click.option("--feedback", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Serving feedback log (SQLite or Parquet): prediction drift and served-list quality.")
+@click.option("--reference-feedback", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reference feedback log [default: the --feedback rows before the current window].")
+@_stage
+def monitor(params: Params, reference: Path | None, current: Path | None, feedback: Path | None,
+            reference_feedback: Path | None) -> None:
+    """Evidently drift report of the current window vs the reference, and the retrain verdict (docs/monitoring.md)."""
+    from components.monitoring.monitor import default_inputs
+    from components.monitoring.monitor import monitor as run
+
+    inputs = default_inputs(params.paths.split, params.paths.features, reference, current)
+    click.echo(run(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
+                   reference_feedback=reference_feedback, seed=params.seed, **inputs).describe())
+
+
 @cli.command("params")
 @_stage
 def show_params(params: Params) -> None:

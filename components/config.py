@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from components.errors import RecloopError
 
@@ -191,6 +192,165 @@ class TrackingConfig(Section):
     experiment: str = "recloop"
 
 
+class ItemKNNConfig(Section):
+    neighbours: int = Field(100, ge=1)
+
+
+class ALSConfig(Section):
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.01, ge=0)
+    # Confidence of an observed interaction (Hu et al.'s alpha); unobserved cells weigh 1.
+    alpha: float = Field(10.0, gt=0)
+    iterations: int = Field(15, ge=1)
+
+
+class BPRConfig(Section):
+    factors: int = Field(64, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    regularization: float = Field(0.01, ge=0)
+    iterations: int = Field(100, ge=1)
+
+
+class ContentConfig(Section):
+    # The user's profile is the mean text vector of this many most recent history items.
+    history_items: int = Field(10, ge=1)
+
+
+class EvaluateConfig(Section):
+    """Full-ranking evaluation: which models, which cut-offs, which slices, what to write."""
+
+    # Names from components.evaluation.evaluate.MODELS: popular, itemknn, als, bpr, content, ...
+    models: list[str] = ["popular", "itemknn", "als", "content"]
+    stages: list[Literal["valid", "test"]] = ["valid", "test"]
+    ks: list[PositiveInt] = Field([10, 20], min_length=1)
+    # Users scored at once: memory is chunk_users x items floats.
+    chunk_users: int = Field(1024, ge=1)
+    # Evaluate a seeded random sample of this many users (quick looks at large data); null: everyone.
+    max_users: int | None = Field(None, ge=1)
+    # The head is the most popular items making this share of training interactions; the rest is the tail.
+    head_share: float = Field(0.2, gt=0, lt=1)
+    # Users with at most this many history interactions form the cold-user slice.
+    cold_user_max_history: int = Field(5, ge=0)
+    # Write each user's top-K list (user_id, rank, item_id, score) beside the report.
+    write_topk: bool = False
+    experiment: str = "recloop-evaluate"
+    itemknn: ItemKNNConfig = ItemKNNConfig()
+    als: ALSConfig = ALSConfig()
+    bpr: BPRConfig = BPRConfig()
+    content: ContentConfig = ContentConfig()
+
+
+class DatasetConfig(Section):
+    """Another dataset the fan-out flow prepares beside the main one (for multi-domain pretraining)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    ingest: IngestConfig
+    # null: the main `validate` / `split` sections.
+    validate_: ValidateConfig | None = Field(None, alias="validate")
+    split: SplitConfig | None = None
+    # Where its canonical, validated, split, features and reports folders go; null: data/datasets/<name>.
+    root: Path | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+
+
+class OrchestrateConfig(Section):
+    """Prefect: schedules of the served deployments, retries, the stage cache, the Dask task runner."""
+
+    # IANA name; cron schedules are read in this zone.
+    timezone: str = "UTC"
+    # Deployment name (see flows/deployments.py) -> cron; a deployment left out or null runs only on demand.
+    schedules: dict[str, str | None] = {"training": "0 2 * * *"}
+    # For stages that can fail for passing reasons (reading a source, loading a model); never for bad input.
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(30, ge=0)
+    # Prefect's records of finished stages, keyed by params + input hashes + code: unchanged stages are skipped.
+    cache_dir: Path = Path(".prefect/stage-cache")
+    # A running Dask scheduler (tcp://host:8786); null: a local cluster of dask_workers.
+    dask_address: str | None = None
+    dask_workers: int = Field(2, ge=1)
+    # Worker processes sidestep the GIL for pandas-heavy stages; threads start faster.
+    dask_processes: bool = True
+    datasets: list[DatasetConfig] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> "OrchestrateConfig":
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name such as Europe/Paris") from None
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset names must be unique, got {names}")
+        return self
+
+
+class RegistryConfig(Section):
+    """The MLflow model registry: packaged models become versions of one registered model."""
+
+    # Never null, unlike tracking.uri: serving always needs a registry to read `champion` from.
+    uri: str = "sqlite:///mlflow.db"
+    model_name: str = "recloop"
+    experiment: str = "recloop-package"
+    # Name of the model in BentoML's local store, imported from the registry's champion.
+    bento_model: str = "recloop"
+
+
+class ServeConfig(Section):
+    """The BentoML service: where feedback goes, who may reload, and what a request may ask for."""
+
+    # SQLite (WAL, synchronous=FULL) log of served recommendations and feedback events.
+    feedback_log: Path = Path("logs/feedback.db")
+    # Environment variable holding the token `reload` requires; reload is refused while it is unset.
+    reload_token_env: str = "RECLOOP_RELOAD_TOKEN"
+    default_k: int = Field(10, ge=1)
+    max_k: int = Field(100, ge=1)
+    # History items a request may carry; the model reads only the latest model.max_len of them.
+    max_history: int = Field(1000, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+    max_feedback_events: int = Field(1000, ge=1)
+    max_payload_bytes: int = Field(1_000_000, ge=1024)
+
+
+MonitorSignal = Literal["data_drift", "unseen_items", "unseen_users", "text_drift", "prediction_drift", "quality"]
+
+
+class MonitorConfig(Section):
+    """The drift monitor (Evidently) and the policy that turns its report into a retrain verdict."""
+
+    # Local Evidently workspace (`evidently ui --workspace <it>`) and the project runs are added to.
+    workspace: Path = Path("evidently_workspace")
+    project: str = "recloop"
+    # Signals that can call for a retrain; the others are measured and reported only.
+    signals: list[MonitorSignal] = ["data_drift", "unseen_items", "text_drift", "prediction_drift", "quality"]
+    # A current window (or reference) with fewer interactions never triggers: its distances are mostly noise.
+    min_interactions: int = Field(2000, ge=1)
+    # After a drift verdict, later windows ending within this many days of it do not trigger again.
+    cooldown_days: float = Field(30.0, ge=0)
+    # Interaction columns compared by Evidently's per-column drift tests (see components/monitoring/windows.py).
+    columns: list[Literal["event", "value", "hour", "weekday", "user_activity", "item_popularity"]] = [
+        "event", "value", "hour", "weekday", "user_activity", "item_popularity"]
+    # Evidently stattest names; distances (not p-values) so that a large window does not flag trivia.
+    cat_method: str = "jensenshannon"
+    num_method: str = "wasserstein"
+    cat_threshold: float = Field(0.1, gt=0)
+    num_threshold: float = Field(0.1, gt=0)
+    # Data, text and prediction drift fire when at least this share of their columns drifted.
+    drift_share: float = Field(0.3, gt=0, le=1)
+    # Share of current interactions on items / by users without any reference interaction.
+    max_unseen_items: float = Field(0.5, ge=0, le=1)
+    max_unseen_users: float = Field(0.9, ge=0, le=1)
+    # Principal components of the interacted items' text vectors whose drift is tested.
+    text_components: int = Field(8, ge=1)
+    # Served lists: cut-off for NDCG / hit rate / MRR, what counts as a liked rating, and how much
+    # NDCG may fall below the reference feedback's before the quality signal fires.
+    k: int = Field(10, ge=1)
+    like_threshold: float = 4.0
+    max_ndcg_drop: float = Field(0.2, gt=0, lt=1)
+    # Served lists scored for quality: a seeded sample of this many requests (Evidently loops per list).
+    max_requests: int = Field(5000, ge=1)
+
+
 class Params(Section):
     seed: int = 42
     paths: Paths = Paths()
@@ -202,6 +362,11 @@ class Params(Section):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     tracking: TrackingConfig = TrackingConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    orchestrate: OrchestrateConfig = OrchestrateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -1,0 +1,241 @@
+"""Serving load benchmark: `recommend` against a trivial BentoML endpoint, same settings, same run, localhost only.
+
+    .venv/bin/python bench/serve_load.py [--seconds 60] [--connections 32] [--work bench/work]
+
+1. Prepares (once; cached in --work) a served model the way the pipeline makes one: ingest,
+   validate, split and featurize the embedded MovieLens data with params.yaml, fine-tune from
+   scratch for --epochs, package into a registry under --work, promote, import into a BentoML
+   store under --work.
+2. Serves bench/serve_load_trivial.py:Trivial, loads it with wrk for --seconds, stops it; then the
+   same for RecloopService's `recommend` (known users, cycling through every user).
+3. Prints a Markdown table and writes --work/serve_load.json: requests/s, latency percentiles,
+   errors (non-2xx, socket errors and timeouts), the serving processes' peak resident memory,
+   and the machine's load average (other work on the machine skews every number).
+
+Needs wrk (`apt-get install -y wrk`). Every request goes to 127.0.0.1; each run stops after --seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from components.config import Params, load_params  # noqa: E402
+
+BENTOML = REPO / ".venv" / "bin" / "bentoml"
+LUA = """
+local bodies = {%s}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(n %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests": %%d, "seconds": %%.3f, "status_errors": %%d, "connect_errors": %%d, '
+    .. '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, "p50_ms": %%.2f, "p90_ms": %%.2f, '
+    .. '"p99_ms": %%.2f, "max_ms": %%.2f, "mean_ms": %%.2f}\\n',
+    summary.requests, summary.duration / 1e6, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, latency.mean / 1000))
+end
+"""
+
+
+def bench_params(work: Path) -> tuple[Params, Path]:
+    """params.yaml with every output, the registry and the feedback log redirected into `work`."""
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    tree["paths"] = {**tree.get("paths", {}), **{k: str(work / k) for k in
+                                                 ("canonical", "validated", "split", "features", "reports", "models")}}
+    tree["registry"] = {**tree.get("registry", {}), "uri": f"sqlite:///{work / 'mlflow.db'}"}
+    tree["serve"] = {**tree.get("serve", {}), "feedback_log": str(work / "feedback.db")}
+    tree["tracking"] = {**tree.get("tracking", {}), "uri": None}
+    path = work / "params.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return load_params(path), path
+
+
+def prepare(params: Params, epochs: int) -> None:
+    """The pipeline's stages on the embedded data, then package -> promote -> BentoML import (skipped when done)."""
+    from components.registry.bento import import_champion, latest_import
+    from components.registry.registry import CHAMPION, alias_version
+
+    if alias_version(params.registry, CHAMPION) is not None and latest_import(params.registry) is not None:
+        return
+    from components.data.ingest import ingest
+    from components.data.split import split
+    from components.features.featurize import featurize
+    from components.registry.package import package
+    from components.registry.registry import promote
+    from components.training.finetune import finetune
+    from components.validation.validate import validate
+
+    p = params.paths
+    print(ingest(params.ingest, p.canonical, p.reports).describe(), flush=True)
+    print(validate(params.validate_, p.canonical, p.validated, p.reports).describe(), flush=True)
+    print(split(params.split, p.validated, p.split, p.reports, params.seed).describe(), flush=True)
+    print(featurize(params.featurize, p.split, p.features).describe(), flush=True)
+    cfg = params.finetune.model_copy(update={"init": "scratch", "epochs": epochs})
+    print(finetune(params.model, cfg, params.tracking, p.split, p.features, p.models, p.reports,
+                   params.seed).describe(), flush=True)
+    print(package(params.registry, p).describe(), flush=True)
+    print(promote(params.registry).describe(), flush=True)
+    print(import_champion(params.registry).describe(), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`bentoml serve TARGET` on a free localhost port, its process tree watched for peak memory."""
+
+    def __init__(self, target: str, env: dict[str, str], log: Path):
+        self.port = free_port()
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen([str(BENTOML), "serve", target, "--host", "127.0.0.1",
+                                             "--port", str(self.port)], cwd=REPO, env=env, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.peak_rss = 0
+        self._stop = threading.Event()
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"server not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def watch_memory(self) -> threading.Thread:
+        def sample() -> None:
+            while not self._stop.wait(0.5):
+                total = 0
+                for p in self.tree():
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+                self.peak_rss = max(self.peak_rss, total)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        processes = self.tree()
+        for p in processes:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(processes, timeout=30)
+        for p in alive:
+            p.kill()
+
+
+def run_wrk(port: int, path: str, bodies: list[str], seconds: int, connections: int, work: Path) -> dict:
+    script = work / f"wrk{path.replace('/', '-')}.lua"
+    script.write_text(LUA % (", ".join(json.dumps(b) for b in bodies), path))
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+           f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no result:\n{out}")
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / result["seconds"]
+    result["errors"] = sum(result[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors",
+                                               "timeouts"))
+    return result
+
+
+def measure(name: str, target: str, path: str, bodies: list[str], env: dict[str, str], args, work: Path) -> dict:
+    server = Served(target, env, work / f"{name}.log")
+    try:
+        server.wait_ready()
+        warm = httpx.post(f"http://127.0.0.1:{server.port}{path}", content=bodies[0],
+                          headers={"content-type": "application/json"}, timeout=30)
+        warm.raise_for_status()
+        server.watch_memory()
+        load_before = os.getloadavg()[0]
+        result = run_wrk(server.port, path, bodies, args.seconds, args.connections, work)
+        result.update(name=name, peak_rss_mb=server.peak_rss / 2**20, load_before=load_before,
+                      load_after=os.getloadavg()[0])
+    finally:
+        server.stop()
+    print(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.0f} ms, errors {result['errors']}, "
+          f"peak RSS {result['peak_rss_mb']:.0f} MB, load {result['load_before']:.1f} -> {result['load_after']:.1f}",
+          flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["BENTOML_HOME"] = str(work / "bentoml")
+    params, params_path = bench_params(work)
+    prepare(params, args.epochs)
+
+    env = {**os.environ, "RECLOOP_PARAMS": str(params_path), "BENTOML_DO_NOT_TRACK": "true",
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    import pandas as pd
+
+    users = pd.read_parquet(Path(params.paths.split) / "users.parquet")["user_id"].astype(str).tolist()
+    recommend_bodies = [json.dumps({"user_id": u, "k": 10}) for u in users]
+    results = [
+        measure("trivial", "bench.serve_load_trivial:Trivial", "/ping", ['{"user_id": "1"}'], env, args, work),
+        measure("recommend", "components.serving.service:RecloopService", "/recommend", recommend_bodies, env,
+                args, work),
+    ]
+    ratio = results[1]["rps"] / results[0]["rps"]
+    summary = {"seconds": args.seconds, "connections": args.connections, "cores": os.cpu_count(),
+               "ratio_recommend_to_trivial": ratio, "runs": results}
+    (work / "serve_load.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n| endpoint | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | peak RSS MB | load avg before/after |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
+              f"{r['max_ms']:.0f} | {r['errors']} | {r['peak_rss_mb']:.0f} | {r['load_before']:.1f} / "
+              f"{r['load_after']:.1f} |")
+    print(f"\nrecommend / trivial throughput: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The sequence model: the item tower, the causal encoder and the heads, and what feeds them."""

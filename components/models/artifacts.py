@@ -1,0 +1,79 @@
+"""A trained model on disk, as the pretrain and finetune stages leave it and evaluate, package and serve read it.
+
+    model.pt          weights and catalog buffers (state_dict)
+    config.json       RecloopConfig: rebuilds the architecture
+    vocab.json        how raw context values map to embedding rows
+    item_ids.json     item_id of each catalog row
+    item_vectors.npy  (items, dim) float32 item-tower vectors for retrieval / ANN serving
+    metrics.json      what the stage measured
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.errors import RecloopError
+from components.models.model import Recloop, RecloopConfig
+from components.models.vocab import Vocab
+
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+ITEM_IDS_FILE = "item_ids.json"
+ITEM_VECTORS_FILE = "item_vectors.npy"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class TrainedModel:
+    """A model with what it needs to read new data: its vocabulary and its catalog's item ids."""
+
+    model: Recloop
+    vocab: Vocab
+    item_ids: list[str]
+
+
+def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
+    """Write every file into a fresh folder beside `out_dir`, then swap it in: never half a model."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-new-"))
+    try:
+        model = trained.model.eval()
+        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=1))
+        trained.vocab.save(tmp / VOCAB_FILE)
+        (tmp / ITEM_IDS_FILE).write_text(json.dumps(trained.item_ids))
+        with torch.no_grad():
+            np.save(tmp / ITEM_VECTORS_FILE, model.catalog().numpy().astype(np.float32))
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
+            os.replace(out_dir, old / "x")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_trained(model_dir: Path) -> TrainedModel:
+    """Rebuild a saved model (in eval mode) with its vocabulary and item ids."""
+    model_dir = Path(model_dir)
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, ITEM_IDS_FILE) if not (model_dir / f).exists()]
+    if missing:
+        raise RecloopError(f"{model_dir} lacks {', '.join(missing)}: run `recloop pretrain` / "
+                           "`recloop finetune` first")
+    model = Recloop(RecloopConfig(**json.loads((model_dir / CONFIG_FILE).read_text())))
+    model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return TrainedModel(model.eval(), Vocab.load(model_dir / VOCAB_FILE),
+                        json.loads((model_dir / ITEM_IDS_FILE).read_text()))

@@ -1,0 +1,358 @@
+"""recloop's model in one file, top to bottom: the item tower, the causal sequence encoder, the heads, the losses.
+
+An item's vector is the sum of an ID embedding, an adapter over its frozen language-model text
+embedding, and the mean of its attribute embeddings (the item-attribute graph). ID embeddings are
+dropped at random while training, so text and attributes alone must place an item: that is what
+serves items with no interactions yet. The same vectors are the encoder's input and, tied, the
+retrieval head's output, so a new item is scorable the moment its text is known.
+
+The encoder is a pre-LayerNorm causal transformer (GPT-style) over a user's history. Each position
+adds the item vector, a learned position, the event and its value, time context (log time gap,
+hour, weekday), and the user's profile and domain (scenario) as conditioning. Sequences are padded
+on the right, so plain causal attention never lets a real position see padding.
+
+Heads: next-item retrieval (hidden · item vector over the catalog: full softmax, or sampled softmax
+with log-Q correction for very large catalogs), like probability and rating, both scored on the
+(hidden state, candidate item) pair.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Time context vocabulary sizes; 0 is padding in each. Gap buckets: 1 = first interaction,
+# 2 + floor(log2(1 + minutes)) after that, capped (2^21 minutes is about 4 years).
+GAP_BUCKETS = 24
+HOURS = 25
+WEEKDAYS = 8
+
+TASKS = ("retrieval", "like", "rating", "contrastive")
+
+
+@dataclass
+class RecloopConfig:
+    """Everything that fixes the model's shape: the model params plus sizes learned from the data."""
+
+    n_items: int
+    text_dim: int = 384
+    # Attribute vocabulary plus the padding row, and attribute slots per item.
+    n_attributes: int = 1
+    max_item_attributes: int = 16
+    n_events: int = 1
+    n_value_buckets: int = 1
+    n_domains: int = 1
+    profile_sizes: list[int] = field(default_factory=list)
+    rating_mean: float = 0.0
+    rating_std: float = 1.0
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.3
+    max_len: int = 50
+    use_id: bool = True
+    use_text: bool = True
+    use_attributes: bool = True
+    use_context: bool = True
+    use_profile: bool = True
+    id_dropout: float = 0.1
+    text_hidden: int = 256
+
+
+@dataclass
+class SequenceBatch:
+    """What the encoder reads: (B, T) integer codes, 0 = padding, real positions first (right padding)."""
+
+    items: torch.Tensor  # item_idx + 1
+    events: torch.Tensor
+    values: torch.Tensor  # value buckets
+    gaps: torch.Tensor
+    hours: torch.Tensor
+    weekdays: torch.Tensor
+    domains: torch.Tensor
+    profile: torch.Tensor  # (B, P) user profile codes
+    lengths: torch.Tensor  # (B,) real positions per row
+
+
+@dataclass
+class Targets:
+    """Labels for every position of a batch: the next item and its feedback."""
+
+    items: torch.Tensor  # (B, T) next item_idx + 1; 0 = nothing to predict
+    likes: torch.Tensor  # (B, T) 1.0 / 0.0; NaN = no like label
+    ratings: torch.Tensor  # (B, T) explicit rating; NaN = not rated
+
+
+@dataclass
+class Negatives:
+    """Shared negatives for sampled softmax and the log-probability of drawing each catalog item."""
+
+    items: torch.Tensor  # (K,) item_idx
+    log_q: torch.Tensor  # (n_items,)
+
+
+class ItemTower(nn.Module):
+    """ID embedding + text adapter + mean attribute embedding; the catalog's own data lives in buffers."""
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.config = config
+        n, d = config.n_items, config.dim
+        self.id_embedding = nn.Embedding(n, d) if config.use_id else None
+        self.text_adapter = nn.Sequential(nn.Linear(config.text_dim, config.text_hidden), nn.GELU(),
+                                          nn.Linear(config.text_hidden, d)) if config.use_text else None
+        self.attribute_embedding = (nn.Embedding(config.n_attributes, d, padding_idx=0)
+                                    if config.use_attributes else None)
+        # Catalog data, saved with the weights so a loaded model scores without the feature files.
+        self.register_buffer("text", torch.zeros(n, config.text_dim))
+        self.register_buffer("has_text", torch.zeros(n, dtype=torch.bool))
+        self.register_buffer("attributes", torch.zeros(n, config.max_item_attributes, dtype=torch.long))
+        # Items with training interactions: an untrained ID row is noise, so others go without it.
+        self.register_buffer("has_id", torch.zeros(n, dtype=torch.bool))
+
+    @torch.no_grad()
+    def load_catalog(self, text: torch.Tensor, has_text: torch.Tensor, attributes: torch.Tensor,
+                     has_id: torch.Tensor) -> None:
+        """Copy the catalog in: text (N, text_dim), has_text (N,), attributes (N, A) codes, has_id (N,)."""
+        # Sentence embeddings share a large common direction; centring leaves the adapter the differences.
+        mean = text[has_text].mean(0) if has_text.any() else torch.zeros(text.shape[1])
+        self.text.copy_(torch.where(has_text[:, None], text - mean, torch.zeros_like(text)))
+        self.has_text.copy_(has_text)
+        self.attributes.copy_(attributes)
+        self.has_id.copy_(has_id)
+
+    def id_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.id_embedding(items) * self.has_id[items].unsqueeze(-1)
+
+    def text_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        # The adapter's bias would give text-less items a vector of their own: zero them instead.
+        return self.text_adapter(self.text[items]) * self.has_text[items].unsqueeze(-1)
+
+    def attribute_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        codes = self.attributes[items]  # (*, A)
+        flat = codes.reshape(-1, codes.shape[-1])
+        summed = F.embedding_bag(flat, self.attribute_embedding.weight, mode="sum", padding_idx=0)
+        count = (flat > 0).sum(-1, keepdim=True).clamp(min=1)
+        return (summed / count).reshape(*codes.shape[:-1], -1)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Vectors (*, D) for item indices (*)."""
+        x = torch.zeros(*items.shape, self.config.dim, device=items.device)
+        if self.id_embedding is not None:
+            ids = self.id_vectors(items)
+            if self.training and self.config.id_dropout > 0:
+                keep = torch.rand(items.shape, device=items.device) >= self.config.id_dropout
+                ids = ids * keep.unsqueeze(-1)
+            x = x + ids
+        if self.text_adapter is not None:
+            x = x + self.text_vectors(items)
+        if self.attribute_embedding is not None:
+            x = x + self.attribute_vectors(items)
+        return x
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.dim, 3 * config.dim)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
+        # Right padding: a real position only ever looks left, at real positions, so the causal mask suffices.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(),
+                                 nn.Linear(4 * config.dim, config.dim), nn.Dropout(config.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.dim)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.dim)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class PairHead(nn.Module):
+    """One number for a (history state, candidate item) pair: a like logit or a rating in standard units."""
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3 * config.dim, config.dim), nn.GELU(), nn.Linear(config.dim, 1))
+
+    def forward(self, hidden: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([hidden, item, hidden * item], dim=-1)).squeeze(-1)
+
+
+class Recloop(nn.Module):
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.tower = ItemTower(config)
+        self.position = nn.Embedding(config.max_len, d)
+        if config.use_context:
+            self.event = nn.Embedding(config.n_events, d, padding_idx=0)
+            self.value = nn.Embedding(config.n_value_buckets, d, padding_idx=0)
+            self.gap = nn.Embedding(GAP_BUCKETS, d, padding_idx=0)
+            self.hour = nn.Embedding(HOURS, d, padding_idx=0)
+            self.weekday = nn.Embedding(WEEKDAYS, d, padding_idx=0)
+        if config.use_profile:
+            self.domain = nn.Embedding(config.n_domains, d, padding_idx=0)
+            self.profile = nn.ModuleList(nn.Embedding(size, d, padding_idx=0) for size in config.profile_sizes)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.like_head = PairHead(config)
+        self.rating_head = PairHead(config)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by depth so the residual stream does not grow with layers.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("net.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.padding_idx is not None:
+                nn.init.zeros_(module.weight[module.padding_idx])
+
+    def catalog(self) -> torch.Tensor:
+        """(N, D) vectors of every item: the retrieval head's weights and the serving index."""
+        return self.tower(torch.arange(self.config.n_items, device=self.tower.text.device))
+
+    def encode(self, batch: SequenceBatch, item_vectors: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, D) from the batch's item vectors (B, T, D) and its context."""
+        t = batch.items.shape[1]
+        x = item_vectors + self.position(torch.arange(t, device=item_vectors.device))
+        if self.config.use_context:
+            x = x + self.event(batch.events) + self.value(batch.values) + self.gap(batch.gaps)
+            x = x + self.hour(batch.hours) + self.weekday(batch.weekdays)
+        if self.config.use_profile:
+            x = x + self.domain(batch.domains)
+            for column, embedding in enumerate(self.profile):
+                x = x + embedding(batch.profile[:, column]).unsqueeze(1)  # (B, 1, D): same for every position
+        x = self.input_dropout(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def _input_vectors(self, batch: SequenceBatch, table: torch.Tensor | None) -> torch.Tensor:
+        real = (batch.items > 0).unsqueeze(-1)
+        if table is not None:
+            return F.pad(table, (0, 0, 1, 0))[batch.items]  # row 0: padding
+        return self.tower((batch.items - 1).clamp(min=0)) * real
+
+    def last_states(self, batch: SequenceBatch, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) hidden state after each row's last real position: the user's vector."""
+        hidden = self.encode(batch, self._input_vectors(batch, table))
+        last = (batch.lengths - 1).clamp(min=0)
+        return hidden[torch.arange(len(last), device=last.device), last]
+
+    def score(self, batch: SequenceBatch) -> torch.Tensor:
+        """(B, N) retrieval scores of the whole catalog for each row's next item."""
+        table = self.catalog()
+        return self.last_states(batch, table) @ table.T
+
+    def pair_predictions(self, batch: SequenceBatch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like probability and rating (B,) of candidate item_idx `items` (B,) as each row's next item."""
+        hidden = self.last_states(batch, None)
+        vectors = self.tower(items)
+        like = torch.sigmoid(self.like_head(hidden, vectors))
+        rating = self.config.rating_mean + self.config.rating_std * self.rating_head(hidden, vectors)
+        return like, rating
+
+    def forward(self, batch: SequenceBatch, targets: Targets | None = None, negatives: Negatives | None = None,
+                tasks: tuple[str, ...] = ("retrieval",), temperature: float = 0.07,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Hidden states (B, T, D) and, given targets, the unweighted loss of each task in `tasks`.
+
+        Without `negatives` the retrieval loss is a full softmax over the catalog; with them, a
+        sampled softmax whose logits are corrected by -log q, so that popular (often drawn) items
+        are not over-penalised and the estimate stays consistent with the full softmax.
+        """
+        table = self.catalog() if negatives is None else None  # (N, D)
+        hidden = self.encode(batch, self._input_vectors(batch, table))
+        losses: dict[str, torch.Tensor] = {}
+        if targets is None:
+            return hidden, losses
+        mask = targets.items > 0
+        h = hidden[mask]  # (M, D): every position that has a next item
+        target = targets.items[mask] - 1  # (M,)
+        target_vectors = table[target] if table is not None else self.tower(target)  # (M, D)
+
+        if "retrieval" in tasks:
+            if negatives is None:
+                losses["retrieval"] = F.cross_entropy(h @ table.T, target)
+            else:
+                positive = (h * target_vectors).sum(-1, keepdim=True) - negatives.log_q[target].unsqueeze(-1)
+                negative = h @ self.tower(negatives.items).T - negatives.log_q[negatives.items]  # (M, K)
+                # A negative that is the row's own target is not a negative.
+                negative = negative.masked_fill(negatives.items.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
+                logits = torch.cat([positive, negative], dim=1)
+                losses["retrieval"] = F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long, device=h.device))
+
+        if "like" in tasks:
+            label = targets.likes[mask]
+            known = ~torch.isnan(label)
+            logit = self.like_head(h[known], target_vectors[known])
+            losses["like"] = (F.binary_cross_entropy_with_logits(logit, label[known]) if known.any()
+                              else h.new_zeros(()))
+
+        if "rating" in tasks:
+            rating = targets.ratings[mask]
+            known = ~torch.isnan(rating)
+            standard = (rating[known] - self.config.rating_mean) / self.config.rating_std
+            predicted = self.rating_head(h[known], target_vectors[known])
+            losses["rating"] = F.mse_loss(predicted, standard) if known.any() else h.new_zeros(())
+
+        if "contrastive" in tasks:
+            losses["contrastive"] = self.id_text_alignment(target.unique(), temperature)
+        return hidden, losses
+
+    def id_text_alignment(self, items: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Symmetric InfoNCE between the ID and text vectors of `items`: each item's pair is the positive.
+
+        Pulls an item's ID embedding and its text representation together (and apart from other
+        items'), so the two are interchangeable: what the ID learned from interactions flows into
+        the text adapter, which is all a cold item has.
+        """
+        tower = self.tower
+        if tower.id_embedding is None or tower.text_adapter is None:
+            return tower.text.new_zeros(())
+        items = items[tower.has_text[items] & tower.has_id[items]]
+        if len(items) < 2:
+            return tower.text.new_zeros(())
+        z_id = F.normalize(tower.id_embedding(items), dim=-1)  # (K, D)
+        z_text = F.normalize(tower.text_adapter(tower.text[items]), dim=-1)  # (K, D)
+        logits = z_id @ z_text.T / temperature  # (K, K)
+        labels = torch.arange(len(items), device=items.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2

@@ -1,0 +1,72 @@
+"""A trained model behind the evaluator's `Recommender` interface: histories in, catalog scores out."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.data.dataset import SplitData
+from components.errors import RecloopError
+from components.models.artifacts import TrainedModel
+from components.models.sequences import Sequences, history_sequences
+
+
+class RecloopScorer:
+    """Scores with an already trained model; `fit` only checks that the data has the model's catalog."""
+
+    def __init__(self, trained: TrainedModel, name: str = "recloop", batch_size: int = 1024):
+        self.trained = trained
+        self.name = name
+        self.batch_size = batch_size
+
+    def fit(self, data: SplitData) -> "RecloopScorer":
+        ids = data.items["item_id"].astype(str).tolist()
+        if ids != self.trained.item_ids:
+            raise RecloopError(f"the model was trained on a catalog of {len(self.trained.item_ids):,} items that "
+                               f"differs from this split's {len(ids):,}: re-run `recloop pretrain` and "
+                               "`recloop finetune` on this split")
+        self.data_ = data
+        self.histories_: dict[str, Sequences] = {}
+        self.refresh()
+        return self
+
+    def refresh(self) -> None:
+        """Forget the cached catalog vectors (the model's weights changed, e.g. after a training epoch)."""
+        self.table_: torch.Tensor | None = None
+
+    def _histories(self, data: SplitData, stage: str) -> Sequences:
+        if data is not self.data_:
+            self.fit(data)
+        if stage not in self.histories_:
+            self.histories_[stage] = history_sequences(data, self.trained.vocab, stage,
+                                                       self.trained.model.config.max_len)
+        return self.histories_[stage]
+
+    def score(self, data: SplitData, users: np.ndarray, stage: str) -> torch.Tensor:
+        """(len(users), n_items) retrieval scores from each user's latest history before `stage`."""
+        model = self.trained.model.eval()
+        histories = self._histories(data, stage)
+        rows = torch.as_tensor(np.asarray(users), dtype=torch.long)
+        with torch.no_grad():
+            if self.table_ is None:
+                self.table_ = model.catalog()
+            states = torch.cat([model.last_states(histories.batch(chunk), self.table_)
+                                for chunk in rows.split(self.batch_size)])
+            return states @ self.table_.T
+
+    def head_predictions(self, data: SplitData, stage: str) -> pd.DataFrame:
+        """Like probability and predicted rating of each `stage` target (user_idx, item_idx), in target order."""
+        model = self.trained.model.eval()
+        histories = self._histories(data, stage)
+        targets = data.targets(stage)
+        users = torch.from_numpy(targets["user_idx"].to_numpy(np.int64))
+        items = torch.from_numpy(targets["item_idx"].to_numpy(np.int64))
+        likes, ratings = [], []
+        with torch.no_grad():
+            for u, i in zip(users.split(self.batch_size), items.split(self.batch_size)):
+                like, rating = model.pair_predictions(histories.batch(u), i)
+                likes.append(like)
+                ratings.append(rating)
+        return pd.DataFrame({"user_idx": targets["user_idx"].to_numpy(), "item_idx": targets["item_idx"].to_numpy(),
+                             "like": torch.cat(likes).numpy() if likes else np.zeros(0, np.float32),
+                             "rating": torch.cat(ratings).numpy() if ratings else np.zeros(0, np.float32)})

@@ -1,0 +1,1 @@
+"""Drift monitoring: Evidently reports on live windows and feedback, and the retrain decision."""

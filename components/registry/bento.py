@@ -1,0 +1,60 @@
+"""The bridge from the MLflow registry to BentoML: the served model is always the registry's champion.
+
+`import_champion` copies the champion into BentoML's local model store (`bentoml.mlflow.import_model`),
+labelled with its registry version, so `bentoml serve` and `bentoml build` pick it up as
+`<bento_model>:latest`. Importing the version that is already the latest import is a no-op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import RegistryConfig
+from components.errors import RecloopError
+from components.registry.registry import CHAMPION, alias_version, using_store
+
+VERSION_LABEL = "registry_version"
+
+
+@dataclass
+class BentoImport:
+    tag: str
+    version: int
+    path: Path  # the MLflow model folder inside BentoML's store
+    imported: bool  # false: this version was already the latest import
+
+    def describe(self) -> str:
+        action = "imported into" if self.imported else "already in"
+        return f"registry version {self.version} {action} BentoML's model store as {self.tag}"
+
+
+def latest_import(cfg: RegistryConfig) -> BentoImport | None:
+    """The newest `<bento_model>` in BentoML's store, or None when there is none."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        model = bentoml.models.get(f"{cfg.bento_model}:latest")
+    except NotFound:
+        return None
+    return BentoImport(str(model.tag), int(model.info.labels.get(VERSION_LABEL, -1)),
+                       Path(model.path_of("mlflow_model")), imported=False)
+
+
+def import_champion(cfg: RegistryConfig) -> BentoImport:
+    """Make BentoML's `<bento_model>:latest` the registry's current champion."""
+    import bentoml
+
+    version = alias_version(cfg, CHAMPION)
+    if version is None:
+        raise RecloopError(f"registered model {cfg.model_name!r} at {cfg.uri} has no {CHAMPION!r}: "
+                           "run `recloop promote` first")
+    latest = latest_import(cfg)
+    if latest is not None and latest.version == version:
+        return latest
+    with using_store(cfg):
+        model = bentoml.mlflow.import_model(
+            cfg.bento_model, f"models:/{cfg.model_name}/{version}",
+            labels={VERSION_LABEL: str(version), "registered_model": cfg.model_name},
+            metadata={"registry_uri": cfg.uri, VERSION_LABEL: version})
+    return BentoImport(str(model.tag), version, Path(model.path_of("mlflow_model")), imported=True)

@@ -1,0 +1,77 @@
+"""The package stage: the fine-tuned model and what serving needs, as a new registry version aliased `challenger`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import Paths, RegistryConfig
+from components.registry.registry import CHALLENGER, log_bundle
+from components.serving.bundle import build_bundle
+
+FINETUNED_DIR = "finetuned"
+REPORT_FILE = "package.json"
+# Reports whose numbers become the version's metrics, so versions compare in the MLflow UI.
+METRIC_REPORTS = ("finetune.json", "metrics.json")
+
+
+@dataclass
+class PackageSummary:
+    model_name: str
+    version: int
+    uri: str
+    items: int
+    users: int
+    bundle_mb: float
+    seconds: float
+    report: Path
+
+    def describe(self) -> str:
+        return (f"package: {self.model_name} version {self.version} ({CHALLENGER}) in {self.uri}\n"
+                f"  {self.items:,} items, {self.users:,} users, bundle {self.bundle_mb:.1f} MB, {self.seconds:.1f}s; "
+                f"`recloop promote` makes it the champion\n  wrote {self.report}")
+
+
+def report_metrics(reports_dir: Path) -> dict[str, float]:
+    """Flat numeric metrics from the training and evaluation reports that exist, keyed `<report>.<name>`."""
+    out: dict[str, float] = {}
+    for name in METRIC_REPORTS:
+        path = Path(reports_dir) / name
+        if path.exists():
+            _flatten_numbers(json.loads(path.read_text()), path.stem, out)
+    return out
+
+
+def _flatten_numbers(tree, prefix: str, out: dict[str, float]) -> None:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            _flatten_numbers(value, f"{prefix}.{key}", out)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix] = float(tree)
+
+
+def package(cfg: RegistryConfig, paths: Paths) -> PackageSummary:
+    """Bundle models/finetuned with the catalog, histories and text vectors; log, register, alias challenger.
+
+    Writes reports/package.json (the version number and bundle sizes) for DVC.
+    """
+    start = time.perf_counter()
+    bundle = build_bundle(Path(paths.models) / FINETUNED_DIR, paths.split, paths.features, paths.models)
+    try:
+        meta = json.loads((bundle / "bundle.json").read_text())
+        size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
+        version = log_bundle(cfg, bundle, metrics=report_metrics(paths.reports),
+                             tags={"items": meta["items"], "users": meta["users"], "encoder": meta["encoder"]})
+    finally:
+        shutil.rmtree(bundle.parent, ignore_errors=True)
+    report = Path(paths.reports) / REPORT_FILE
+    report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = report.with_name(f".{report.name}.tmp")
+    tmp.write_text(json.dumps({"version": version, "items": meta["items"], "users": meta["users"],
+                               "bundle_bytes": size}, indent=2) + "\n")
+    os.replace(tmp, report)
+    return PackageSummary(cfg.model_name, version, cfg.uri, meta["items"], meta["users"], size / 2**20,
+                          time.perf_counter() - start, report)

@@ -1,0 +1,186 @@
+"""The MLflow model registry: log a serving bundle as a new version, alias it, promote it, roll back.
+
+Aliases carry the state: `challenger` is the latest packaged version, `champion` the one served.
+Every promotion appends the new champion to the registered model's tag `champion_history`
+(a JSON list of versions), so `rollback` knows which version served before, however many
+promotions and rollbacks ago.
+
+Everything goes through an `MlflowClient` bound to the configured URI: nothing global changes
+on import, and tests can point each call at their own store.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import RegistryConfig
+from components.errors import RecloopError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+# The file MLflow runs to rebuild the pyfunc wrapper (models from code: nothing pickled).
+ENTRY_FILE = Path(__file__).with_name("mlflow_model.py")
+
+
+@dataclass
+class Promotion:
+    """What a promote or rollback did: the champion before and after."""
+
+    model_name: str
+    previous: int | None
+    current: int
+
+    def describe(self) -> str:
+        before = f"version {self.previous}" if self.previous is not None else "no champion"
+        return f"{self.model_name}: champion is now version {self.current} (was {before})"
+
+
+def client(cfg: RegistryConfig):
+    """An MlflowClient for the registry (tracking and registry share the URI)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.uri, registry_uri=cfg.uri)
+
+
+@contextmanager
+def using_store(cfg: RegistryConfig) -> Iterator[None]:
+    """Point mlflow's global tracking and registry URIs at `cfg.uri` for the block, then restore them.
+
+    Only for APIs that read the globals (fluent logging, `models:/` URIs); everything else takes
+    an explicit client.
+    """
+    import mlflow
+
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(cfg.uri)
+    mlflow.set_registry_uri(cfg.uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def _experiment_id(mlflow_client, cfg: RegistryConfig) -> str:
+    experiment = mlflow_client.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if cfg.uri.startswith("sqlite:///"):
+        # Beside the database file, not wherever the current directory happens to be.
+        artifacts = (Path(cfg.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(cfg.experiment, artifact_location=artifacts)
+
+
+def log_bundle(cfg: RegistryConfig, bundle_dir: Path, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None) -> int:
+    """Log `bundle_dir` as an MLflow pyfunc model, register it as a new version, alias it `challenger`.
+
+    Returns the new version number. `mlflow.pyfunc.load_model(f"models:/{name}@challenger")`
+    then gives a model whose `predict` recommends.
+    """
+    import mlflow
+
+    mlflow_client = client(cfg)
+    try:
+        experiment_id = _experiment_id(mlflow_client, cfg)
+    except Exception as e:  # an unreachable server or a broken store: say which
+        raise RecloopError(f"the MLflow registry at {cfg.uri!r} cannot be used ({e}): fix registry.uri") from None
+    with using_store(cfg), mlflow.start_run(experiment_id=experiment_id, run_name="package") as run:
+        if metrics:
+            mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_FILE),
+                                       artifacts={"bundle": str(bundle_dir)},
+                                       pip_requirements=["recloop"], registered_model_name=cfg.model_name)
+        version = int(info.registered_model_version)
+        for key, value in {**(tags or {}), "run_id": run.info.run_id}.items():
+            mlflow_client.set_model_version_tag(cfg.model_name, str(version), key, str(value))
+    mlflow_client.set_registered_model_alias(cfg.model_name, CHALLENGER, str(version))
+    return version
+
+
+def alias_version(cfg: RegistryConfig, alias: str) -> int | None:
+    """The version behind `alias`, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client(cfg).get_model_version_by_alias(cfg.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _history(mlflow_client, cfg: RegistryConfig) -> list[int]:
+    tags = mlflow_client.get_registered_model(cfg.model_name).tags
+    return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+def promote(cfg: RegistryConfig, version: int | None = None) -> Promotion:
+    """Make `version` (default: the current challenger) the champion, remembering the one it replaces."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(cfg)
+    if version is None:
+        version = alias_version(cfg, CHALLENGER)
+        if version is None:
+            raise RecloopError(f"registered model {cfg.model_name!r} has no {CHALLENGER!r} at {cfg.uri}: "
+                               "run `recloop package` first, or name one with --version")
+    try:
+        mlflow_client.get_model_version(cfg.model_name, str(version))
+    except MlflowException:
+        raise RecloopError(f"registered model {cfg.model_name!r} has no version {version} at {cfg.uri}; "
+                           f"`recloop promote --list` shows the versions") from None
+    previous = alias_version(cfg, CHAMPION)
+    if previous == version:
+        return Promotion(cfg.model_name, previous, version)
+    history = _history(mlflow_client, cfg)
+    if not history and previous is not None:
+        history = [previous]  # a champion set by hand before recloop managed the history
+    _set_champion(mlflow_client, cfg, version, [*history, version])
+    return Promotion(cfg.model_name, previous, version)
+
+
+def rollback(cfg: RegistryConfig) -> Promotion:
+    """Give `champion` back to the version that held it before the current one."""
+    mlflow_client = client(cfg)
+    current = alias_version(cfg, CHAMPION)
+    history = _history(mlflow_client, cfg) if current is not None else []
+    # Drop the current champion (and any repeats of it at the end), then the last one left served before.
+    while history and history[-1] == current:
+        history.pop()
+    if current is None or not history:
+        raise RecloopError(f"registered model {cfg.model_name!r} has no earlier champion to roll back to "
+                           f"(current: {current}); promote a version explicitly with --version")
+    _set_champion(mlflow_client, cfg, history[-1], history)
+    return Promotion(cfg.model_name, current, history[-1])
+
+
+def _set_champion(mlflow_client, cfg: RegistryConfig, version: int, history: list[int]) -> None:
+    mlflow_client.set_registered_model_alias(cfg.model_name, CHAMPION, str(version))
+    mlflow_client.set_registered_model_tag(cfg.model_name, HISTORY_TAG, json.dumps(history))
+    mlflow_client.set_model_version_tag(cfg.model_name, str(version), "promoted_at", str(int(time.time())))
+
+
+def list_versions(cfg: RegistryConfig) -> list[dict]:
+    """Every version with its aliases, tags and creation time, newest first."""
+    mlflow_client = client(cfg)
+    try:
+        versions = mlflow_client.search_model_versions(f"name='{cfg.model_name}'")
+    except Exception as e:
+        raise RecloopError(f"cannot read the MLflow registry at {cfg.uri!r}: {e}") from None
+    # search results leave aliases out: the registered model holds them.
+    aliases: dict[int, list[str]] = {}
+    if versions:
+        for alias, version in mlflow_client.get_registered_model(cfg.model_name).aliases.items():
+            aliases.setdefault(int(version), []).append(alias)
+    return sorted(({"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
+                    "created": v.creation_timestamp // 1000, "tags": dict(v.tags)} for v in versions),
+                  key=lambda v: -v["version"])
+
+
+def _metric_key(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name.replace("@", "_at_"))

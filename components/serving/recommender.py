@@ -1,0 +1,297 @@
+"""Serving-time recommendations from a bundle: histories in, ranked and explained items out.
+
+Known users' states (the encoder's last hidden state over their stored history) are computed once
+at load, so the common request is one (items, dim) matrix-vector product and a top-k. An ad-hoc
+history runs the encoder once through the model's own sequence code (`history_sequences`), so
+serving encodes a history exactly as training and evaluation do.
+
+Cold start (no usable history): with `text`, the language model matches it against the item
+texts; without, the most popular items (in the context's or filter's domain when given).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from components.data.dataset import SplitData
+from components.features.text import TextEncoder
+from components.models.sequences import history_sequences
+from components.serving.bundle import Bundle
+from components.serving.schemas import (
+    Because,
+    Explanation,
+    Filters,
+    HistoryEvent,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    RequestError,
+    SimilarItem,
+    SimilarRequest,
+    SimilarResponse,
+)
+
+# Ad-hoc history items without timestamps are spaced this far apart, ending at the request's time.
+UNTIMED_SPACING_SECONDS = 60
+EXPLAIN_ITEMS = 3
+STATE_BATCH = 512
+
+
+class Recommender:
+    """Everything a request needs, precomputed from a bundle; immutable once built, so threads share it."""
+
+    def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None):
+        self.bundle = bundle
+        self.version = version
+        self.encoder = encoder or TextEncoder(bundle.encoder, bundle.meta.get("encoder_max_length", 128))
+
+    # -- building -------------------------------------------------------------------------------
+
+    def prepare(self, load_encoder: bool = True) -> "Recommender":
+        """Compute catalog vectors, known users' states, seen sets and filter indexes (seconds)."""
+        bundle, model = self.bundle, self.bundle.trained.model.eval()
+        items = bundle.items
+        self.n_items = len(items)
+        with torch.inference_mode():
+            self.table = model.catalog()  # (N, D)
+        self.vectors = self.table.numpy()
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        self.unit = self.vectors / np.maximum(norms, 1e-12)
+        self.item_index = pd.Index(items["item_id"].astype(str))
+        # Dict lookups: a request's few ids cost microseconds, not a pandas index call each.
+        self.item_row = {item: row for row, item in enumerate(self.item_index)}
+        self.titles = items["title"].astype(str).to_numpy()
+        self.categories = [list(c) for c in items["categories"]]
+        self.domains = items["domain"].astype(str).to_numpy()
+        self.popularity = items["popularity"].to_numpy(np.float64)
+        self._index_categories()
+        self._index_users()
+        self.default_event = (bundle.histories["event"].mode().iloc[0] if len(bundle.histories) else "interaction")
+        self.text_rows = np.linalg.norm(bundle.item_text, axis=1) > 0
+        if load_encoder:
+            self.encoder.encode(["warm up"])  # load the language model now, not in the first request
+        self.loaded_at = time.time()
+        return self
+
+    def _index_categories(self) -> None:
+        names = sorted({c for cats in self.categories for c in cats})
+        self.category_index = pd.Index(names)
+        lengths = np.fromiter((len(c) for c in self.categories), np.int64, self.n_items)
+        codes = self.category_index.get_indexer([c for cats in self.categories for c in cats])
+        # (categories, items) membership: a category filter is a union of rows.
+        self.category_items = sp.csr_matrix((np.ones(len(codes), np.float32),
+                                             (codes, np.repeat(np.arange(self.n_items), lengths))),
+                                            shape=(len(names), self.n_items))
+        self.domain_names = sorted(set(self.domains))
+
+    def _index_users(self) -> None:
+        """States of every user with a stored history, their seen items, and history rows in time order."""
+        hist = self.bundle.histories
+        users = pd.Index(pd.unique(hist["user_id"].astype(str)))
+        profiles = self.bundle.users.assign(user_id=self.bundle.users["user_id"].astype(str))
+        profiles = profiles.drop_duplicates("user_id").set_index("user_id").reindex(users).reset_index()
+        frame = hist.assign(user_idx=users.get_indexer(hist["user_id"]),
+                            item_idx=self.item_index.get_indexer(hist["item_id"]))
+        frame = frame[frame["item_idx"] >= 0].sort_values(["user_idx", "timestamp"], kind="stable")
+        self.user_index = users
+        self.user_row = {user: row for row, user in enumerate(users)}
+        self.user_profiles = profiles
+        self.history_frame = frame.reset_index(drop=True)
+        self.history_items = frame["item_idx"].to_numpy(np.int64)
+        self.history_start = np.searchsorted(frame["user_idx"].to_numpy(), np.arange(len(users) + 1))
+        self.states = self._states(frame, profiles, np.arange(len(users)))
+
+    def _states(self, frame: pd.DataFrame, profiles: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) user vectors: the encoder's state after each user's latest history."""
+        model = self.bundle.trained.model
+        data = SplitData(items=self.bundle.items, users=profiles, train=frame,
+                         valid=frame.iloc[:0], test=frame.iloc[:0])
+        sequences = history_sequences(data, self.bundle.trained.vocab, "valid", model.config.max_len)
+        with torch.inference_mode():
+            parts = [model.last_states(sequences.batch(chunk), self.table)
+                     for chunk in torch.as_tensor(rows, dtype=torch.long).split(STATE_BATCH)]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.table.shape[1]), np.float32)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        """Top-k for a known user, an ad-hoc history, or a cold start; see the module docstring."""
+        user_row = self._user_row(request.user_id)
+        events, unknown = self._history_events(request)
+        stored = self._stored_items(user_row)
+        if events:
+            state = self._adhoc_state(request, user_row, events)
+            history = np.concatenate([stored, events_items(events)])
+        elif user_row is not None:
+            state, history = self.states[user_row], stored
+        else:
+            state, history = None, np.zeros(0, np.int64)
+        allowed = self._allowed(request.filters, request.context.domain if state is None else None)
+        if request.exclude_seen and len(history):
+            allowed[history] = False
+
+        if state is not None:
+            strategy, scores = "history", self.vectors @ state
+        elif request.text is not None:
+            strategy, scores = "text", self.bundle.item_text @ self._encode(request.text)
+            allowed &= self.text_rows
+        else:
+            strategy, scores = "popularity", self.popularity.copy()
+        top = top_k(scores, allowed, request.k)
+        like, rating = self._heads(state, top) if state is not None else (None, None)
+        out = []
+        for rank, i in enumerate(top):
+            item = RecommendedItem(item_id=self.item_index[i], title=self.titles[i], rank=rank + 1,
+                                   score=float(scores[i]), categories=self.categories[i],
+                                   like_prob=None if like is None else float(like[rank]),
+                                   predicted_rating=None if rating is None else float(rating[rank]))
+            if request.explain:
+                item.explanation = self._explain(strategy, i, history, float(scores[i]))
+            out.append(item)
+        return RecommendResponse(request_id=uuid.uuid4().hex, user_id=request.user_id, strategy=strategy,
+                                 known_user=user_row is not None, history_used=int(len(history)),
+                                 unknown_items=unknown, model_version=self.version, items=out)
+
+    def similar_items(self, request: SimilarRequest) -> SimilarResponse:
+        """Items like `item_id` (item-tower cosine), or matching `text` (language-model cosine)."""
+        allowed = self._allowed(request.filters, None)
+        if request.item_id is not None:
+            row = self.item_row.get(request.item_id)
+            if row is None:
+                raise RequestError(f"item {request.item_id!r} is not in the catalog of {self.n_items:,} items; "
+                                   "for an item the model has not seen, send its description as text", status=404)
+            scores, by = self.unit @ self.unit[row], "item"
+            allowed[row] = False
+        else:
+            scores, by = self.bundle.item_text @ self._encode(request.text), "text"
+            allowed &= self.text_rows
+        top = top_k(scores, allowed, request.k)
+        items = [SimilarItem(item_id=self.item_index[i], title=self.titles[i], rank=rank + 1, score=float(scores[i]),
+                             categories=self.categories[i]) for rank, i in enumerate(top)]
+        return SimilarResponse(request_id=uuid.uuid4().hex, by=by, model_version=self.version, items=items)
+
+    def known_items(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which of `item_ids` are in the catalog."""
+        return np.array([i in self.item_row for i in item_ids], bool)
+
+    # -- pieces -----------------------------------------------------------------------------------
+
+    def _user_row(self, user_id: str | None) -> int | None:
+        return None if user_id is None else self.user_row.get(user_id)
+
+    def _stored_items(self, user_row: int | None) -> np.ndarray:
+        if user_row is None:
+            return np.zeros(0, np.int64)
+        return self.history_items[self.history_start[user_row]:self.history_start[user_row + 1]]
+
+    def _history_events(self, request: RecommendRequest) -> tuple[list[tuple[int, HistoryEvent]], list[str]]:
+        """Known (item row, event) pairs in request order, and the unknown item ids (reported, ignored)."""
+        if not request.history:
+            return [], []
+        events = [h if isinstance(h, HistoryEvent) else HistoryEvent(item_id=h) for h in request.history]
+        rows = [self.item_row.get(e.item_id, -1) for e in events]
+        unknown = list(dict.fromkeys(e.item_id for e, r in zip(events, rows) if r < 0))
+        return [(r, e) for r, e in zip(rows, events) if r >= 0], unknown
+
+    def _adhoc_state(self, request: RecommendRequest, user_row: int | None,
+                     events: list[tuple[int, HistoryEvent]]) -> np.ndarray:
+        """Encode the stored history (if any) followed by the request's events."""
+        now = request.context.timestamp or int(time.time())
+        n = len(events)
+        columns = {
+            "item_idx": np.array([r for r, _ in events], np.int64),
+            "timestamp": np.array([e.timestamp if e.timestamp is not None
+                                   else now - (n - 1 - j) * UNTIMED_SPACING_SECONDS
+                                   for j, (_, e) in enumerate(events)], np.int64),
+            "event": np.array([e.event or self.default_event for _, e in events], object),
+            "value": np.array([np.nan if e.value is None else e.value for _, e in events], np.float64),
+            "domain": np.array([e.domain or request.context.domain or self.domains[r] for r, e in events], object),
+        }
+        if user_row is not None:
+            stored = self.history_frame.iloc[self.history_start[user_row]:self.history_start[user_row + 1]]
+            columns = {name: np.concatenate([stored[name].to_numpy(), values]) for name, values in columns.items()}
+        # The encoder reads max_len positions; one more keeps the first one's time gap exact.
+        keep = np.argsort(columns["timestamp"], kind="stable")[-(self.bundle.trained.model.config.max_len + 1):]
+        frame = pd.DataFrame({"user_idx": np.zeros(len(keep), np.int64),
+                              **{name: values[keep] for name, values in columns.items()}})
+        profile = (self.user_profiles.iloc[[user_row]].reset_index(drop=True) if user_row is not None
+                   else pd.DataFrame({"user_id": [request.user_id or ""]}))
+        return self._states(frame, profile, np.zeros(1, np.int64))[0]
+
+    def _allowed(self, filters: Filters, context_domain: str | None) -> np.ndarray:
+        """Boolean mask of items the filters let through (a cold start also keeps to the context's domain)."""
+        allowed = np.ones(self.n_items, bool)
+        if filters.exclude_items:
+            allowed[[r for r in map(self.item_row.get, filters.exclude_items) if r is not None]] = False
+        if filters.categories is not None:
+            codes = self.category_index.get_indexer(filters.categories)
+            if (codes < 0).any():
+                bad = [c for c, code in zip(filters.categories, codes) if code < 0]
+                raise RequestError(f"unknown categories {bad}; known: {_shown(self.category_index.tolist())}")
+            allowed &= np.asarray(self.category_items[codes].sum(0)).ravel() > 0
+        domain = filters.domain or (context_domain if context_domain in self.domain_names else None)
+        if filters.domain is not None and filters.domain not in self.domain_names:
+            raise RequestError(f"unknown domain {filters.domain!r}; known: {_shown(self.domain_names)}")
+        if domain is not None:
+            allowed &= self.domains == domain
+        return allowed
+
+    def _encode(self, text: str) -> np.ndarray:
+        return self.encoder.encode([text])[0]
+
+    def _heads(self, state: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like probability and predicted rating of each picked item after this history."""
+        model = self.bundle.trained.model
+        with torch.inference_mode():
+            rows = torch.from_numpy(top)
+            hidden = torch.from_numpy(state).expand(len(top), -1)  # (k, D): one history, k candidates
+            vectors = self.table[rows]
+            like = torch.sigmoid(model.like_head(hidden, vectors))
+            rating = model.config.rating_mean + model.config.rating_std * model.rating_head(hidden, vectors)
+        return like.numpy(), rating.numpy()
+
+    def _explain(self, strategy: str, item: int, history: np.ndarray, score: float) -> Explanation:
+        if strategy == "text":
+            return Explanation(reason=f"its description matches the text (cosine {score:.2f})")
+        if strategy == "popularity":
+            return Explanation(reason=f"popular: {int(self.popularity[item]):,} training interactions")
+        recent = history[-self.bundle.trained.model.config.max_len:]
+        similarity = self.unit[recent] @ self.unit[item]
+        order = np.argsort(-similarity, kind="stable")
+        best: dict[int, float] = {}  # an item seen twice counts once, with its (equal) similarity
+        for i, s in zip(recent[order].tolist(), similarity[order].tolist()):
+            best.setdefault(i, s)
+            if len(best) == EXPLAIN_ITEMS:
+                break
+        because = [Because(item_id=self.item_index[i], title=self.titles[i], similarity=round(s, 4))
+                   for i, s in best.items()]
+        counts = np.asarray(self.category_items[:, recent].sum(1)).ravel()
+        mine = self.category_index.get_indexer(self.categories[item])
+        shared = sorted((c for c in mine if c >= 0 and counts[c] > 0), key=lambda c: -counts[c])
+        attributes = [f"{self.category_index[c]} ({int(counts[c])} of your last {len(recent)})" for c in shared]
+        return Explanation(reason="close to these history items in the model's item space",
+                           because_of=because, attributes=attributes)
+
+
+def events_items(events: list[tuple[int, HistoryEvent]]) -> np.ndarray:
+    return np.fromiter((r for r, _ in events), np.int64, len(events))
+
+
+def top_k(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best allowed scores, best first (fewer when fewer are allowed)."""
+    k = min(k, int(np.count_nonzero(allowed)))
+    if k == 0:
+        return np.zeros(0, np.int64)
+    masked = np.where(allowed, scores, -np.inf)
+    part = np.argpartition(masked, len(masked) - k)[-k:]  # the k largest, unordered
+    return part[np.argsort(-masked[part], kind="stable")]
+
+
+def _shown(names: list[str], limit: int = 20) -> str:
+    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")

@@ -1,0 +1,160 @@
+"""What the service accepts and answers: typed pydantic models, shared by the service, the MLflow wrapper and clients.
+
+Types are checked here (a wrong type is a 400 naming the field); limits that come from params
+(k, history length, text length) are checked in `limits.py`, so they can change without code.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from components.errors import RecloopError
+
+FEEDBACK_EVENTS = ("impression", "click", "like", "dislike", "rating", "purchase", "add_to_cart", "skip")
+Strategy = Literal["history", "text", "popularity"]
+
+
+class RequestError(RecloopError):
+    """A request the service refuses, with the HTTP status to answer and a message saying what to fix."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Schema(BaseModel):
+    # Unknown fields are typos that would silently change the answer; ids may come as numbers.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class HistoryEvent(Schema):
+    item_id: str
+    timestamp: int | None = Field(None, description="seconds since the epoch; missing: spaced a minute apart up to now")
+    event: str | None = Field(None, description="rate, view, click...; missing: the catalog's most common event")
+    value: float | None = Field(None, description="rating or 1.0")
+    domain: str | None = None
+
+
+class Context(Schema):
+    timestamp: int | None = Field(None, description="the request's time (seconds); missing: now")
+    domain: str | None = Field(None, description="the scenario the request comes from")
+
+
+class Filters(Schema):
+    exclude_items: list[str] = []
+    categories: list[str] | None = Field(None, description="keep only items in at least one of these")
+    domain: str | None = Field(None, description="keep only items of this domain")
+
+
+class RecommendRequest(Schema):
+    """A known `user_id` (their stored history), an ad-hoc `history`, both, or neither (cold start)."""
+
+    user_id: str | None = None
+    history: list[str | HistoryEvent] | None = Field(None, description="item ids, oldest first, or events")
+    text: str | None = Field(None, description="what the user is after, for cold-start answers")
+    context: Context = Context()
+    k: int = 10
+    filters: Filters = Filters()
+    exclude_seen: bool = True
+    explain: bool = False
+
+
+class Because(Schema):
+    item_id: str
+    title: str
+    similarity: float
+
+
+class Explanation(Schema):
+    reason: str
+    because_of: list[Because] = []
+    attributes: list[str] = Field([], description="the item's categories shared with the history, most frequent first")
+
+
+class RecommendedItem(Schema):
+    item_id: str
+    title: str
+    rank: int
+    score: float
+    like_prob: float | None = None
+    predicted_rating: float | None = None
+    categories: list[str] = []
+    explanation: Explanation | None = None
+
+
+class RecommendResponse(Schema):
+    request_id: str
+    user_id: str | None
+    strategy: Strategy = Field(description="history: the sequence model; text or popularity: cold start")
+    known_user: bool
+    history_used: int
+    unknown_items: list[str] = Field(description="history item ids not in the catalog, ignored")
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class SimilarRequest(Schema):
+    item_id: str | None = None
+    text: str | None = None
+    k: int = 10
+    filters: Filters = Filters()
+
+
+class SimilarItem(Schema):
+    item_id: str
+    title: str
+    rank: int
+    score: float
+    categories: list[str] = []
+
+
+class SimilarResponse(Schema):
+    request_id: str
+    by: Literal["item", "text"]
+    model_version: str
+    items: list[SimilarItem]
+
+
+class FeedbackEvent(Schema):
+    item_id: str
+    event: Literal[FEEDBACK_EVENTS]  # type: ignore[valid-type]
+    user_id: str | None = None
+    value: float | None = Field(None, description="the rating for event=rating; otherwise optional")
+    timestamp: int | None = Field(None, description="seconds since the epoch; missing: when received")
+    request_id: str | None = Field(None, description="the recommend answer this event reacts to")
+    rank: int | None = Field(None, ge=1)
+    domain: str | None = None
+
+    @model_validator(mode="after")
+    def _rating_has_value(self) -> "FeedbackEvent":
+        if self.event == "rating" and self.value is None:
+            raise ValueError("an event of type rating needs its value (e.g. 4.5)")
+        return self
+
+
+class FeedbackRequest(Schema):
+    events: list[FeedbackEvent]
+
+
+class FeedbackResponse(Schema):
+    accepted: int
+    durable: bool = Field(description="true: every event was committed to the log before this answer")
+    unknown_items: list[str]
+
+
+class ReloadResponse(Schema):
+    previous_version: str
+    version: str
+    changed: bool
+    seconds: float
+
+
+class InfoResponse(Schema):
+    model_version: str
+    items: int
+    users: int
+    encoder: str
+    bundle_created_at: int
+    loaded_at: float
+    limits: dict[str, int]

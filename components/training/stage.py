@@ -1,0 +1,128 @@
+"""What the pretrain and finetune stages share around the loop: inputs, validation, a training run, outputs."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.config import TrainingConfig
+from components.data.dataset import PARTS, SplitData
+from components.errors import RecloopError
+from components.evaluation import metrics as M
+from components.evaluation.evaluator import evaluate_ranking
+from components.features.featurize import load_item_text
+from components.models.artifacts import TrainedModel, save_trained
+from components.models.model import Recloop
+from components.models.scoring import RecloopScorer
+from components.models.sequences import TrainingRows, feedback_labels
+from components.training.checkpoint import fingerprint, remove_checkpoint
+from components.training.loop import LoopResult, NegativeSampler, Objective, train
+from components.training.tracking import Tracker
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def load_inputs(split_dir: Path, features_dir: Path) -> tuple[SplitData, np.ndarray]:
+    """The split tables and the item text vectors aligned with them."""
+    data = SplitData.load(split_dir)
+    return data, load_item_text(features_dir, data.n_items)
+
+
+def combine(datasets: list[tuple[SplitData, np.ndarray]]) -> tuple[SplitData, np.ndarray]:
+    """Several datasets as one: catalogs and users side by side, the first keeping its ids.
+
+    Ids of the k-th further dataset get a "k:" prefix, so that equal ids from different sources
+    stay different items. Text vectors make the catalogs comparable: one adapter reads them all.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    dims = {text.shape[1] for _, text in datasets}
+    if len(dims) > 1:
+        raise RecloopError(f"pretrain.extra datasets have text vectors of different sizes {sorted(dims)}: "
+                           "featurize them all with the same encoder")
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in ("items", "users", *PARTS)}
+    for k, (data, _) in enumerate(datasets):
+        prefix = f"{k}:" if k else ""
+        for name in frames:
+            frame = getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore")
+            for key in ("user_id", "item_id"):
+                if key in frame:
+                    frame = frame.assign(**{key: prefix + frame[key].astype(str)})
+            frames[name].append(frame)
+    joint = SplitData.from_frames(*(pd.concat(frames[name], ignore_index=True)
+                                    for name in ("items", "users", *PARTS)))
+    return joint, np.concatenate([text for _, text in datasets]).astype(np.float32)
+
+
+def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[str]] | None = None
+              ) -> Callable[[Recloop], dict[str, float]]:
+    """Validation after each epoch: the evaluator's full-ranking NDCG@10 / HR@10 on the valid targets,
+    and with `heads` = (like threshold, like events) the like head's AUC and the rating head's RMSE.
+    """
+    scorer = RecloopScorer(trained, name="recloop-valid")
+    scorer.fit(data)
+    valid = data.targets("valid")
+    likes, ratings = feedback_labels(valid, trained.vocab, *heads) if heads else (None, None)
+
+    def validate(model: Recloop) -> dict[str, float]:
+        scorer.refresh()
+        result = evaluate_ranking(scorer, data, "valid", ks=(10,), progress=False)
+        out = {"valid_ndcg@10": result.metrics["ndcg@10"], "valid_hr@10": result.metrics["hr@10"]}
+        if heads:
+            predicted = scorer.head_predictions(data, "valid")
+            known = ~np.isnan(likes)
+            if known.any() and 0 < likes[known].mean() < 1:
+                out["valid_like_auc"] = M.auc(likes[known], predicted["like"].to_numpy()[known])
+            rated = ~np.isnan(ratings)
+            if rated.any():
+                out["valid_rating_rmse"] = M.rmse(ratings[rated], predicted["rating"].to_numpy()[rated])
+        return out
+
+    return validate
+
+
+def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: Objective, cfg: TrainingConfig,
+        seed: int, *, validate: Callable[[Recloop], dict[str, float]], tracker: Tracker | None = None,
+        checkpoint: Path | None = None, params: dict | None = None, desc: str = "train") -> LoopResult:
+    """Train with full softmax, or sampled softmax with log-Q correction above `full_softmax_max_items`."""
+    model = trained.model
+    sampler = None
+    if model.config.n_items > cfg.full_softmax_max_items:
+        sampler = NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)
+    # Anything that changes what training would do makes an old checkpoint stale.
+    knobs = cfg.model_dump(mode="json", exclude={"stop_after_epoch", "threads"})
+    key = fingerprint(asdict(model.config), knobs, objective.weights, objective.temperature, seed,
+                      rows.sequences.features["items"], *model.state_dict().values())
+    return train(model, rows, objective, cfg, seed=seed, validate=validate,
+                 tracker=tracker or Tracker(None, desc), params=params or {}, checkpoint=checkpoint,
+                 fingerprint=key, sampler=sampler, desc=desc)
+
+
+def stage_metrics(result: LoopResult, extra: dict) -> dict:
+    """The stage's metrics JSON: the best epoch's validation numbers and how training went."""
+    best = {k: v for k, v in result.best_metrics.items() if k.startswith("valid_")}
+    return {**best, "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "stopped_early": result.stopped_early, "train_seconds": round(result.seconds, 1), **extra}
+
+
+def write_outputs(trained: TrainedModel, result: LoopResult, out_dir: Path, reports_dir: Path, name: str,
+                  metrics: dict, tracker: Tracker, checkpoint: Path) -> None:
+    """Model folder (atomically), metrics JSON and per-epoch CSV for DVC, artifacts to MLflow; drop the checkpoint."""
+    save_trained(trained, out_dir, metrics)
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in ((reports_dir / f"{name}.json", json.dumps(metrics, indent=2) + "\n"),
+                       (reports_dir / f"{name}_history.csv", pd.DataFrame(result.history).to_csv(index=False))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    tracker.log_metrics({f"best_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=result.epochs)
+    tracker.log_artifacts(out_dir, name)
+    tracker.finish()
+    remove_checkpoint(checkpoint)

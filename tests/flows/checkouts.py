@@ -1,0 +1,61 @@
+"""Throwaway copies of the checkout for the flow tests, set to small MovieLens slices."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# Users 1-10 of the embedded MovieLens latest-small (1,259 ratings, 971 movies) and users 11-16 (408, 344).
+SLICE_A = "tests/fixtures/ml-latest-u1-10"
+SLICE_B = "tests/fixtures/ml-latest-u11-16"
+# The stages both doors run in the tests: everything before training, which would take minutes.
+TARGET = "featurize"
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The files git sees (tracked, and new ones not ignored): a checkout without outputs or caches."""
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                             cwd=REPO, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listing.split("\0")):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def set_params(repo: Path, updates: dict[str, Any]) -> None:
+    """Set dotted keys in a copy's params.yaml (the file both `dvc repro` and the flows read)."""
+    path = repo / "params.yaml"
+    tree = yaml.safe_load(path.read_text())
+    for key, value in updates.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+
+
+def slice_params(embedding_cache: Path) -> dict[str, Any]:
+    """The pipeline on slice B: its 344 movies keep the text encoder's cold run short."""
+    return {"ingest.path": SLICE_B, "validate.min_interactions": 100, "validate.min_users": 5,
+            # One embedding cache for every copy: the text encoder runs once per session, not once per copy.
+            "featurize.cache_dir": str(embedding_cache)}
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for `dvc repro`: the venv's `recloop` on PATH, no network."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
+
+
+def file_stamps(root: Path, folders: list[str]) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under `folders`: tells whether a run rewrote anything."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for folder in folders for p in sorted((root / folder).rglob("*")) if p.is_file()}

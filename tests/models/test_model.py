@@ -1,0 +1,86 @@
+"""Model behaviour: causal, padding-blind, ID dropout only in training, the catalog buffers, the losses."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from components.models.catalog import build_model
+from components.models.model import Negatives
+from components.models.sequences import history_sequences, training_rows
+from components.models.vocab import fit_vocab
+from recloop_data import TINY_MODEL
+
+
+def rows_vocab(movielens):
+    return fit_vocab(movielens, 8, 2)
+
+
+def tiny(movielens, item_text, **changes):
+    torch.manual_seed(0)
+    vocab = rows_vocab(movielens)
+    model = build_model(TINY_MODEL.model_copy(update=changes), movielens, item_text, vocab).eval()
+    return model, training_rows(movielens, vocab, TINY_MODEL.max_len, "last")
+
+
+def test_later_items_and_padding_do_not_change_earlier_states(movielens, item_text):
+    model, rows = tiny(movielens, item_text)
+    batch, _ = rows.batch(torch.arange(8))
+    with torch.no_grad():
+        table = model.catalog()
+        hidden = model.encode(batch, model._input_vectors(batch, table))
+        changed = batch.items.clone()
+        changed[:, 10:] = torch.where(changed[:, 10:] > 0, 1, 0)  # different later items
+        batch.items = changed
+        altered = model.encode(batch, model._input_vectors(batch, table))
+    assert torch.allclose(hidden[:, :10], altered[:, :10], atol=1e-6)
+    assert not torch.allclose(hidden[:, 10:], altered[:, 10:])
+
+    # Padding after a row's end changes nothing: rows of short histories, cut to their longest, then padded.
+    histories = history_sequences(movielens, rows_vocab(movielens), "valid", model.config.max_len)
+    short = torch.nonzero(histories.lengths < 15).flatten()[:8]
+    batch = histories.batch(short)
+    states = model.last_states(batch, table)
+    extra = model.config.max_len - batch.items.shape[1]
+    padded = type(batch)(**{k: (F.pad(v, (0, extra)) if k not in ("profile", "lengths") else v)
+                            for k, v in vars(batch).items()})
+    assert len(short) == 8 and extra > 0
+    assert torch.allclose(states, model.last_states(padded, table), atol=1e-6)
+
+
+def test_id_dropout_only_in_training_and_catalog_masks(movielens, item_text):
+    model, _ = tiny(movielens, item_text, id_dropout=0.5)
+    items = torch.arange(movielens.n_items)
+    with torch.no_grad():
+        assert torch.equal(model.tower(items), model.tower(items))  # eval: deterministic, IDs kept
+        model.train()
+        assert not torch.equal(model.tower(items), model.tower(items))
+    tower = model.tower
+    cold = torch.from_numpy(movielens.item_popularity() == 0)
+    assert cold.any() and not tower.has_id[cold].any()  # never-trained items get no ID vector
+    assert (tower.id_vectors(items)[cold] == 0).all()
+    assert tower.has_text.all()  # every movie has a title
+
+
+def test_sampled_softmax_with_every_item_once_equals_full_softmax(movielens, item_text):
+    model, rows = tiny(movielens, item_text, id_dropout=0.0)
+    batch, targets = rows.batch(torch.arange(16))
+    n = movielens.n_items
+    with torch.no_grad():
+        _, full = model(batch, targets)
+        # Every item once with equal probability: the correction is a constant and the sets coincide.
+        negatives = Negatives(torch.arange(n), torch.full((n,), -np.log(n)))
+        _, sampled = model(batch, targets, negatives)
+    assert torch.allclose(full["retrieval"], sampled["retrieval"], atol=1e-5)
+
+
+def test_every_task_gives_a_finite_loss_with_gradients(movielens, item_text):
+    model, rows = tiny(movielens, item_text)
+    model.train()
+    batch, targets = rows.batch(torch.arange(16))
+    _, losses = model(batch, targets, tasks=("retrieval", "like", "rating", "contrastive"))
+    assert set(losses) == {"retrieval", "like", "rating", "contrastive"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.tower.text_adapter[0].weight.grad.abs().sum() > 0
+    assert model.rating_head.net[0].weight.grad.abs().sum() > 0

@@ -1,0 +1,76 @@
+"""The MLflow registry: package -> challenger, promote, rollback through history, the pyfunc model, the CLI door.
+
+Uses its own registered model name in the session's store, so the served `recloop` is untouched.
+"""
+from __future__ import annotations
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from components.cli import cli
+from components.errors import RecloopError
+from components.registry import registry
+from components.registry.package import package
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cfg(registry_cfg):
+    return registry_cfg.model_copy(update={"model_name": "recloop-registry-test"})
+
+
+@pytest.fixture(scope="module")
+def versions(cfg, tiny_paths, bundle_dir) -> list[int]:
+    """Version 1 from the package stage, version 2 logged straight from a bundle folder."""
+    first = package(cfg, tiny_paths).version
+    assert yaml.safe_load((tiny_paths.reports / "package.json").read_text())["version"] == first
+    assert registry.alias_version(cfg, registry.CHALLENGER) == first
+    return [first, registry.log_bundle(cfg, bundle_dir, metrics={"valid_ndcg@10": 0.5})]
+
+
+def test_each_package_is_a_new_challenger_and_nothing_is_champion_yet(cfg, versions):
+    assert versions == [1, 2]
+    assert registry.alias_version(cfg, registry.CHALLENGER) == 2
+    assert registry.alias_version(cfg, registry.CHAMPION) is None
+    with pytest.raises(RecloopError, match="no earlier champion"):
+        registry.rollback(cfg)
+
+
+def test_promote_and_roll_back_through_the_history(cfg, versions):
+    assert registry.promote(cfg).current == 2  # the challenger by default
+    assert registry.promote(cfg, 1).previous == 2
+    assert registry.promote(cfg, 2).current == 2
+    assert registry.promote(cfg, 2).previous == 2  # promoting the champion again changes nothing
+    assert registry.rollback(cfg).current == 1
+    assert registry.rollback(cfg).current == 2
+    with pytest.raises(RecloopError, match="no earlier champion"):
+        registry.rollback(cfg)
+    listed = {v["version"]: v["aliases"] for v in registry.list_versions(cfg)}
+    assert listed == {1: [], 2: ["challenger", "champion"]}
+    with pytest.raises(RecloopError, match="no version 99"):
+        registry.promote(cfg, 99)
+
+
+def test_the_champion_loads_as_an_mlflow_pyfunc_that_recommends(cfg, versions):
+    registry.promote(cfg, versions[0])
+    with registry.using_store(cfg):
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")
+    out = model.predict(pd.DataFrame({"user_id": ["1", None], "history": [None, ["1", "260"]], "k": [3, 2]}))
+    assert out.groupby("query").size().tolist() == [3, 2]
+    assert (out["strategy"] == "history").all() and out["like_prob"].between(0, 1).all()
+
+
+def test_cli_promote_lists_versions_and_explains_mistakes(cfg, versions, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"registry": cfg.model_dump()}))
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["promote", "--params", str(params), "--list"])
+    assert listed.exit_code == 0 and "version   2" in listed.output and "challenger" in listed.output
+    wrong = runner.invoke(cli, ["promote", "--params", str(params), "--version", "99", "--no-bento"])
+    assert wrong.exit_code == 2 and "no version 99" in wrong.output
+    both = runner.invoke(cli, ["promote", "--params", str(params), "--version", "1", "--rollback"])
+    assert both.exit_code == 2 and "not both" in both.output

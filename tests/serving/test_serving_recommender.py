@@ -1,0 +1,56 @@
+"""The serving Recommender in process, on the tiny trained model: consistency with the model, filters, cold start."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components.serving.recommender import Recommender, top_k
+from components.serving.schemas import HistoryEvent, RecommendRequest, RequestError, SimilarRequest
+
+
+@pytest.fixture(scope="module")
+def recommender(bundle) -> Recommender:
+    return Recommender(bundle, version="test").prepare()
+
+
+def test_adhoc_history_is_encoded_exactly_like_the_stored_one(recommender, bundle):
+    """The same events sent as an ad-hoc history give the precomputed known-user state's answer."""
+    stored = bundle.histories[bundle.histories["user_id"] == "1"]
+    events = [HistoryEvent(item_id=r.item_id, timestamp=int(r.timestamp), event=r.event, value=float(r.value),
+                           domain=r.domain) for r in stored.itertuples()]
+    known = recommender.recommend(RecommendRequest(user_id="1", k=10))
+    adhoc = recommender.recommend(RecommendRequest(history=events, k=10))
+    assert [i.item_id for i in adhoc.items] == [i.item_id for i in known.items]
+    np.testing.assert_allclose([i.score for i in adhoc.items], [i.score for i in known.items], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([i.like_prob for i in adhoc.items], [i.like_prob for i in known.items], atol=1e-5)
+
+
+def test_history_order_matters_and_seen_items_can_be_kept(recommender):
+    forward = recommender.recommend(RecommendRequest(history=["1", "260", "356", "593"], k=20))
+    backward = recommender.recommend(RecommendRequest(history=["593", "356", "260", "1"], k=20))
+    assert [i.score for i in forward.items] != [i.score for i in backward.items]
+    kept = recommender.recommend(RecommendRequest(history=["1", "260"], k=recommender.n_items, exclude_seen=False))
+    assert {"1", "260"} <= {i.item_id for i in kept.items}
+
+
+def test_cold_items_are_found_by_their_text(recommender, bundle):
+    cold = bundle.items[bundle.items["cold"]]
+    assert len(cold), "the tiny split holds some items out of training"
+    title = cold["title"].iloc[0]
+    found = recommender.similar_items(SimilarRequest(text=title, k=3))
+    assert cold["item_id"].iloc[0] in {i.item_id for i in found.items}
+
+
+def test_filters_refuse_unknown_names(recommender):
+    with pytest.raises(RequestError, match="unknown categories"):
+        recommender.recommend(RecommendRequest(user_id="1", filters={"categories": ["Nope"]}))
+    with pytest.raises(RequestError, match="not in the catalog") as caught:
+        recommender.similar_items(SimilarRequest(item_id="nope"))
+    assert caught.value.status == 404
+
+
+def test_top_k_takes_the_best_allowed_and_stops_at_what_is_allowed():
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
+    allowed = np.array([True, False, True, True, True])
+    assert top_k(scores, allowed, 2).tolist() == [3, 2]
+    assert top_k(scores, np.array([False, False, True, False, False]), 3).tolist() == [2]

@@ -1,0 +1,57 @@
+"""The training loop: resumes to the very same state, stops early on validation NDCG, sampled softmax learns."""
+from __future__ import annotations
+
+import torch
+
+from components.evaluation.baselines import MostPopular
+from components.evaluation.evaluator import evaluate_ranking
+from components.training.pretrain import pretrain_model
+from recloop_data import TINY_MODEL, TINY_PRETRAIN
+
+
+def test_interrupted_training_resumes_to_the_same_state(movielens, item_text, tmp_path):
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2})
+    straight, straight_result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
+
+    checkpoint = tmp_path / "pretrain.pt"
+    stopped = cfg.model_copy(update={"stop_after_epoch": 1})
+    _, first = pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    assert first.interrupted and first.epochs == 1 and checkpoint.exists()
+    # The rerun keeps the param (as a rerun of the same command would) and continues after epoch 1.
+    resumed, second = pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    assert second.resumed_from == 1 and second.epochs == 2 and not second.interrupted
+
+    assert [h["train_loss"] for h in second.history] == [h["train_loss"] for h in straight_result.history]
+    expected = straight.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(movielens, item_text, tmp_path):
+    checkpoint = tmp_path / "pretrain.pt"
+    stopped = TINY_PRETRAIN.model_copy(update={"epochs": 2, "stop_after_epoch": 1})
+    pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    other_lr = stopped.model_copy(update={"lr": 1e-3})
+    _, result = pretrain_model(movielens, item_text, TINY_MODEL, other_lr, seed=3, checkpoint=checkpoint)
+    assert result.resumed_from == 0 and result.interrupted
+
+
+def test_early_stopping_restores_the_best_epoch(movielens, item_text):
+    # A learning rate far too high: validation gets worse after the first epoch.
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 6, "patience": 1, "lr": 0.3, "grad_clip": None})
+    trained, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
+    assert result.stopped_early and result.epochs < 6
+    scores = [h["valid_ndcg@10"] for h in result.history]
+    assert result.best_score == max(scores) and result.best_epoch == scores.index(max(scores)) + 1
+    from components.training.stage import validator
+
+    assert validator(trained, movielens)(trained.model)["valid_ndcg@10"] == result.best_score
+
+
+def test_sampled_softmax_with_log_q_learns(movielens, item_text):
+    cfg = TINY_PRETRAIN.model_copy(update={"full_softmax_max_items": 10, "sampled_negatives": 64})
+    trained, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
+    losses = [h["train_retrieval"] for h in result.history]
+    assert losses[-1] < losses[0]
+    popular = evaluate_ranking(MostPopular().fit(movielens), movielens, "valid", (10,), progress=False)
+    assert result.best_score > 1.5 * popular.metrics["ndcg@10"]
