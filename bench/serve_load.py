@@ -6,11 +6,15 @@
    validate, split and featurize the embedded MovieLens data with params.yaml, fine-tune from
    scratch for --epochs, package into a registry under --work, promote, import into a BentoML
    store under --work.
-2. Serves bench/serve_load_trivial.py:Trivial, loads it with wrk for --seconds, stops it; then the
-   same for RecloopService's `recommend` (known users, cycling through every user).
-3. Prints a Markdown table and writes --work/serve_load.json: requests/s, latency percentiles,
-   errors (non-2xx, socket errors and timeouts), the serving processes' peak resident memory,
-   and the machine's load average (other work on the machine skews every number).
+2. Serves bench/serve_load_trivial.py:Trivial and RecloopService side by side, warms each with
+   --warmup seconds of load, then loads them with wrk one at a time, --seconds each, in the order
+   trivial, recommend, recommend, trivial (known users, cycling through every user). With
+   --adhoc-seconds, also `recommend` for ad-hoc histories (each user's last 20 training items, no
+   user_id), where the encoder runs in every request.
+3. Prints a Markdown table and writes --work/serve_load.json: requests/s, latency percentiles
+   (the worst run's), errors (non-2xx, socket errors, timeouts), the server's CPU time per request
+   (steadier than requests/s when other work shares the machine), the serving processes' peak
+   resident memory, and the machine's load average before each run.
 
 Needs wrk (`apt-get install -y wrk`). Every request goes to 127.0.0.1; each run stops after --seconds.
 """
@@ -35,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.config import Params, load_params  # noqa: E402
+from components.config import Params, load_params
 
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
 LUA = """
@@ -178,30 +182,58 @@ def run_wrk(port: int, path: str, bodies: list[str], seconds: int, connections: 
     return result
 
 
-def measure(name: str, target: str, path: str, bodies: list[str], env: dict[str, str], args, work: Path) -> dict:
-    server = Served(target, env, work / f"{name}.log")
-    try:
-        server.wait_ready()
-        warm = httpx.post(f"http://127.0.0.1:{server.port}{path}", content=bodies[0],
-                          headers={"content-type": "application/json"}, timeout=30)
-        warm.raise_for_status()
-        server.watch_memory()
-        load_before = os.getloadavg()[0]
-        result = run_wrk(server.port, path, bodies, args.seconds, args.connections, work)
-        result.update(name=name, peak_rss_mb=server.peak_rss / 2**20, load_before=load_before,
-                      load_after=os.getloadavg()[0])
-    finally:
-        server.stop()
+def server_cpu_seconds(server: Served) -> float:
+    total = 0.0
+    for p in server.tree():
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(name: str, server: Served, path: str, bodies: list[str], seconds: int, args, work: Path) -> dict:
+    """One wrk run against a ready server, with the server's CPU time per request and the load average."""
+    load_before, cpu_before = os.getloadavg()[0], server_cpu_seconds(server)
+    result = run_wrk(server.port, path, bodies, seconds, args.connections, work)
+    cpu = server_cpu_seconds(server) - cpu_before
+    result.update(name=name, server_cpu_ms_per_request=1000 * cpu / max(result["requests"], 1),
+                  load_before=load_before, load_after=os.getloadavg()[0])
     print(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.0f} ms, errors {result['errors']}, "
-          f"peak RSS {result['peak_rss_mb']:.0f} MB, load {result['load_before']:.1f} -> {result['load_after']:.1f}",
-          flush=True)
+          f"server CPU {result['server_cpu_ms_per_request']:.2f} ms/request, "
+          f"load {result['load_before']:.1f} -> {result['load_after']:.1f}", flush=True)
     return result
+
+
+def start(target: str, path: str, body: str, env: dict[str, str], args, work: Path, name: str) -> Served:
+    server = Served(target, env, work / f"{name}.log")
+    server.wait_ready()
+    httpx.post(f"http://127.0.0.1:{server.port}{path}", content=body, headers={"content-type": "application/json"},
+               timeout=30).raise_for_status()
+    run_wrk(server.port, path, [body], args.warmup, args.connections, work)  # caches and lazy imports
+    server.watch_memory()
+    return server
+
+
+def combine(name: str, runs: list[dict], server: Served) -> dict:
+    """Runs of one endpoint together: summed requests and seconds, the worst percentiles, all errors."""
+    requests, seconds = sum(r["requests"] for r in runs), sum(r["seconds"] for r in runs)
+    return {"name": name, "rps": requests / seconds, "requests": requests, "seconds": seconds,
+            "errors": sum(r["errors"] for r in runs), "runs": len(runs),
+            **{k: max(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+            "server_cpu_ms_per_request": sum(r["server_cpu_ms_per_request"] * r["requests"] for r in runs) / requests,
+            "peak_rss_mb": server.peak_rss / 2**20,
+            "load": [round(r["load_before"], 1) for r in runs] + [round(runs[-1]["load_after"], 1)]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of unmeasured load before each run")
+    parser.add_argument("--adhoc-seconds", type=int, default=20,
+                        help="also measure ad-hoc histories (the encoder runs per request); 0: skip")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     args = parser.parse_args()
@@ -219,22 +251,42 @@ def main() -> None:
 
     users = pd.read_parquet(Path(params.paths.split) / "users.parquet")["user_id"].astype(str).tolist()
     recommend_bodies = [json.dumps({"user_id": u, "k": 10}) for u in users]
-    results = [
-        measure("trivial", "bench.serve_load_trivial:Trivial", "/ping", ['{"user_id": "1"}'], env, args, work),
-        measure("recommend", "components.serving.service:RecloopService", "/recommend", recommend_bodies, env,
-                args, work),
-    ]
+    train = pd.read_parquet(Path(params.paths.split) / "train.parquet", columns=["user_id", "item_id", "timestamp"])
+    recent = train.sort_values("timestamp").groupby("user_id")["item_id"].apply(lambda s: s.astype(str).tolist()[-20:])
+    adhoc_bodies = [json.dumps({"history": items, "k": 10}) for items in recent]
+    service = "components.serving.service:RecloopService"
+    servers: list[Served] = []
+    try:
+        trivial = start("bench.serve_load_trivial:Trivial", "/ping", '{"user_id": "1"}', env, args, work, "trivial")
+        servers.append(trivial)
+        recloop = start(service, "/recommend", recommend_bodies[0], env, args, work, "recommend")
+        servers.append(recloop)
+        # A B B A: whatever else the machine runs drifts over minutes; this order cancels a steady drift.
+        runs: dict[str, list[dict]] = {"trivial": [], "recommend": []}
+        for name in ("trivial", "recommend", "recommend", "trivial"):
+            server, path, bodies = ((trivial, "/ping", ['{"user_id": "1"}']) if name == "trivial"
+                                    else (recloop, "/recommend", recommend_bodies))
+            runs[name].append(measure(name, server, path, bodies, args.seconds, args, work))
+        if args.adhoc_seconds:
+            runs["recommend (ad-hoc history)"] = [measure("recommend (ad-hoc history)", recloop, "/recommend",
+                                                          adhoc_bodies, args.adhoc_seconds, args, work)]
+    finally:
+        for server in servers:
+            server.stop()
+    results = [combine(name, found, trivial if name == "trivial" else recloop) for name, found in runs.items()]
     ratio = results[1]["rps"] / results[0]["rps"]
     summary = {"seconds": args.seconds, "connections": args.connections, "cores": os.cpu_count(),
-               "ratio_recommend_to_trivial": ratio, "runs": results}
+               "ratio_recommend_to_trivial": ratio, "endpoints": results, "runs": runs}
     (work / "serve_load.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n| endpoint | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | peak RSS MB | load avg before/after |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| endpoint | runs x s | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU ms/req "
+          "| peak RSS MB | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['max_ms']:.0f} | {r['errors']} | {r['peak_rss_mb']:.0f} | {r['load_before']:.1f} / "
-              f"{r['load_after']:.1f} |")
-    print(f"\nrecommend / trivial throughput: {ratio:.2f}")
+        print(f"| {r['name']} | {r['runs']} x {r['seconds'] / r['runs']:.0f} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | "
+              f"{r['server_cpu_ms_per_request']:.2f} | {r['peak_rss_mb']:.0f} | {' / '.join(map(str, r['load']))} |")
+    cpu_ratio = results[0]["server_cpu_ms_per_request"] / results[1]["server_cpu_ms_per_request"]
+    print(f"\nrecommend / trivial: throughput {ratio:.2f}, server CPU per request (inverse) {cpu_ratio:.2f}")
 
 
 if __name__ == "__main__":

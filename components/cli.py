@@ -40,7 +40,8 @@ def _stage(func: Callable[..., Any]) -> Callable[..., Any]:
 def cli() -> None:
     """recloop: language-model-powered sequential recommendation, from raw logs to a served, self-renewing model.
 
-    Stages run in order: ingest -> validate -> split. `dvc repro` runs them all.
+    Stages run in order: ingest -> validate -> split -> featurize -> pretrain -> finetune -> evaluate
+    -> package. `dvc repro` runs them all, and so does `recloop pipeline` (as a Prefect flow).
     """
 
 
@@ -162,12 +163,12 @@ def _params_source() -> tuple[str, list[str]]:
 def pipeline(params: Params, target: str | None) -> None:
     """Run the training pipeline once as a Prefect flow; stages with unchanged params, inputs and code are skipped."""
     from flows.local_api import patient_local_api
-    from flows.stage_runs import describe_outcomes
+    from flows.stage_runs import MAIN, describe_outcomes
     from flows.training import training_pipeline
 
     with patient_local_api():
         outcomes = training_pipeline(*_params_source(), target=target)
-    click.echo(describe_outcomes({"": outcomes}))
+    click.echo(describe_outcomes({MAIN: outcomes}))
 
 
 @cli.command()
@@ -224,6 +225,38 @@ def monitor(params: Params, reference: Path | None, current: Path | None, feedba
     inputs = default_inputs(params.paths.split, params.paths.features, reference, current)
     click.echo(run(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
                    reference_feedback=reference_feedback, seed=params.seed, **inputs).describe())
+
+
+@cli.command()
+@click.option("--window", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Interactions to learn [default: the newest <paths.split>/live/window_NNN.parquet].")
+@_stage
+def retrain(params: Params, window: Path | None) -> None:
+    """Continual fine-tune of the champion on a new window, gated against it; promotes on a pass (docs/continual.md)."""
+    from components.continual.retrain import retrain as run
+
+    click.echo(run(params, window).describe())
+
+
+@cli.command()
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where monitoring reports and simulation.json go [default: <paths.reports>/simulate].")
+@_stage
+def simulate(params: Params, work_dir: Path | None) -> None:
+    """Replay MovieLens history: train up to simulate.cutoff, then monitor, retrain and gate window by window."""
+    from components.continual.simulate import cached_text, movielens_stream
+    from components.continual.simulate import simulate as run
+
+    stream, catalog = movielens_stream(params.ingest.path, params.simulate)
+    f = params.featurize
+    pretrain = params.pretrain if params.finetune.init == "pretrained" else None
+    summary = run(stream, catalog, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir),
+                  model=params.model, pretrain=pretrain, finetune=params.finetune, continual=params.continual,
+                  monitor_cfg=params.monitor, cfg=params.simulate,
+                  work_dir=work_dir or Path(params.paths.reports) / "simulate", seed=params.seed,
+                  on_window=lambda step: click.echo(step.describe()))
+    click.echo(f"{len(summary.steps)} windows, {sum(s.retrained for s in summary.steps)} retrained, "
+               f"{sum(s.promoted for s in summary.steps)} promoted; wrote {summary.report}")
 
 
 @cli.command("params")

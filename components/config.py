@@ -245,7 +245,7 @@ class DatasetConfig(Section):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     ingest: IngestConfig
-    # null: the main `validate` / `split` sections.
+    # null: the main `validate` / `split` sections; given, they replace them (keys left out take the defaults).
     validate_: ValidateConfig | None = Field(None, alias="validate")
     split: SplitConfig | None = None
     # Where its canonical, validated, split, features and reports folders go; null: data/datasets/<name>.
@@ -303,13 +303,14 @@ class ServeConfig(Section):
     feedback_log: Path = Path("logs/feedback.db")
     # Environment variable holding the token `reload` requires; reload is refused while it is unset.
     reload_token_env: str = "RECLOOP_RELOAD_TOKEN"
-    default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
     # History items a request may carry; the model reads only the latest model.max_len of them.
     max_history: int = Field(1000, ge=1)
     max_text_chars: int = Field(2000, ge=1)
     max_feedback_events: int = Field(1000, ge=1)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
+    # Best items per known user, with like probabilities, computed at load (users x candidates floats).
+    candidates: int = Field(100, ge=1)
 
 
 MonitorSignal = Literal["data_drift", "unseen_items", "unseen_users", "text_drift", "prediction_drift", "quality"]
@@ -351,6 +352,37 @@ class MonitorConfig(Section):
     max_requests: int = Field(5000, ge=1)
 
 
+class ContinualConfig(Section):
+    """Continual fine-tuning from the champion and the gate that decides whether the result replaces it."""
+
+    # Older users replayed per user of the new window (their latest sequence), against forgetting.
+    replay_ratio: float = Field(1.0, ge=0)
+    # The fine-tune learning rate (finetune.lr) times this: small steps keep what the champion knows.
+    lr_scale: float = Field(0.3, gt=0)
+    epochs: int = Field(3, ge=1)
+    # Gate, in NDCG@10 (absolute): the challenger must beat the champion by min_gain on the new window
+    # and lose at most max_forgetting on the guard set (the original test split).
+    min_gain: float = 0.0
+    max_forgetting: float = Field(0.01, ge=0)
+    # Guard users evaluated (a seeded sample; null: all), to keep the gate quick on large splits.
+    max_guard_users: int | None = Field(2000, ge=1)
+    experiment: str = "recloop-continual"
+    # The BentoML service (http://host:3000): after a promotion, POST <url>/reload with the token in
+    # serve.reload_token_env; null: no service to tell.
+    serve_url: str | None = None
+
+
+class SimulateConfig(Section):
+    """A replay of real history: train up to the cutoff, then feed later windows through the loop."""
+
+    cutoff: date = date(2010, 1, 1)
+    window_days: int = Field(365, gt=0)
+    # Stop after this many windows (null: until the data ends).
+    max_windows: int | None = Field(None, ge=1)
+    # drift: retrain when the monitor says so (the real loop); always: on every window.
+    retrain: Literal["drift", "always"] = "drift"
+
+
 class Params(Section):
     seed: int = 42
     paths: Paths = Paths()
@@ -367,6 +399,8 @@ class Params(Section):
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    continual: ContinualConfig = ContinualConfig()
+    simulate: SimulateConfig = SimulateConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

@@ -18,6 +18,7 @@ from prefect.types.entrypoint import EntrypointType
 
 from components.config import load_params
 from components.errors import RecloopError
+from flows.continual import monitor_flow, retrain_flow, retrain_trigger
 from flows.fanout import prepare_datasets
 from flows.training import training_pipeline
 
@@ -25,7 +26,12 @@ from flows.training import training_pipeline
 FLOWS: dict[str, Flow] = {
     "training": training_pipeline,
     "datasets": prepare_datasets,
+    # The continual loop: monitor on a schedule; retrain on the monitor's drift event (and any schedule).
+    "monitor": monitor_flow,
+    "retrain": retrain_flow,
 }
+# Flows that only have work when the split cuts live windows (split.time.cutoff).
+LIVE_FLOWS = {"monitor", "retrain"}
 
 
 def build_deployments(params_path: str = "params.yaml", overrides: list[str] | None = None,
@@ -35,7 +41,8 @@ def build_deployments(params_path: str = "params.yaml", overrides: list[str] | N
     `job_variables` go to the work pool's job template (e.g. a process pool's `working_dir`).
     """
     overrides = list(overrides or [])
-    cfg = load_params(params_path, overrides).orchestrate
+    params = load_params(params_path, overrides)
+    cfg = params.orchestrate
     unknown = sorted(set(cfg.schedules) - set(FLOWS))
     if unknown:
         raise RecloopError(f"orchestrate.schedules names {', '.join(unknown)}, which are not deployments; "
@@ -44,6 +51,8 @@ def build_deployments(params_path: str = "params.yaml", overrides: list[str] | N
     for name, flow in FLOWS.items():
         if name == "datasets" and not cfg.datasets:
             continue
+        if name in LIVE_FLOWS and params.split.time.cutoff is None:
+            continue
         cron = cfg.schedules.get(name)
         try:
             schedules = [Cron(cron, timezone=cfg.timezone)] if cron else []
@@ -51,6 +60,7 @@ def build_deployments(params_path: str = "params.yaml", overrides: list[str] | N
             raise RecloopError(f"orchestrate.schedules.{name}: {cron!r} is not a cron expression ({e})") from None
         deployments.append(flow.to_deployment(
             name=name, schedules=schedules, tags=["recloop"],
+            triggers=[retrain_trigger(params.monitor.project, str(params_path), overrides)] if name == "retrain" else None,
             parameters={"params_path": str(params_path), "overrides": overrides},
             job_variables=job_variables, entrypoint_type=EntrypointType.MODULE_PATH))
     return deployments

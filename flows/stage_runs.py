@@ -68,6 +68,10 @@ class StageOutcome:
     outputs: dict[str, str]  # output path -> content hash
 
 
+# The name of the training pipeline's single job: its task runs and lines are named by stage alone.
+MAIN = ""
+
+
 @dataclass
 class Job:
     """One dataset's way through the pipeline: its params, and the stages to run in order."""

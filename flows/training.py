@@ -5,7 +5,7 @@ from prefect import flow
 
 from components.config import load_params
 from flows.artifacts import publish
-from flows.stage_runs import Job, StageOutcome, run_jobs
+from flows.stage_runs import MAIN, Job, StageOutcome, run_jobs
 from flows.stages import load_stages, plan
 
 
@@ -19,6 +19,6 @@ def training_pipeline(params_path: str = "params.yaml", overrides: list[str] | N
     """
     params = load_params(params_path, overrides or [])
     job = Job(params, plan(load_stages(params), target))
-    outcomes = run_jobs({"": job}, params.orchestrate)
-    publish("training", "recloop training pipeline", {"": job}, outcomes)
-    return outcomes[""]
+    outcomes = run_jobs({MAIN: job}, params.orchestrate)
+    publish("training", "recloop training pipeline", {MAIN: job}, outcomes)
+    return outcomes[MAIN]

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 # Time context vocabulary sizes; 0 is padding in each. Gap buckets: 1 = first interaction,
 # 2 + floor(log2(1 + minutes)) after that, capped (2^21 minutes is about 4 years).
@@ -232,7 +232,7 @@ class Recloop(nn.Module):
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by depth so the residual stream does not grow with layers.
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight") or name.endswith("net.2.weight"):
+            if name.endswith(("attn.proj.weight", "mlp.net.2.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.layers))
 
     @staticmethod
@@ -266,21 +266,16 @@ class Recloop(nn.Module):
         return self.ln_f(x)
 
     def _input_vectors(self, batch: SequenceBatch, table: torch.Tensor | None) -> torch.Tensor:
-        real = (batch.items > 0).unsqueeze(-1)
+        """(B, T, D) item vectors of the batch: rows of `table` (N, D) when given, else from the tower."""
         if table is not None:
             return F.pad(table, (0, 0, 1, 0))[batch.items]  # row 0: padding
-        return self.tower((batch.items - 1).clamp(min=0)) * real
+        return self.tower((batch.items - 1).clamp(min=0)) * (batch.items > 0).unsqueeze(-1)
 
     def last_states(self, batch: SequenceBatch, table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) hidden state after each row's last real position: the user's vector."""
         hidden = self.encode(batch, self._input_vectors(batch, table))
         last = (batch.lengths - 1).clamp(min=0)
         return hidden[torch.arange(len(last), device=last.device), last]
-
-    def score(self, batch: SequenceBatch) -> torch.Tensor:
-        """(B, N) retrieval scores of the whole catalog for each row's next item."""
-        table = self.catalog()
-        return self.last_states(batch, table) @ table.T
 
     def pair_predictions(self, batch: SequenceBatch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Like probability and rating (B,) of candidate item_idx `items` (B,) as each row's next item."""

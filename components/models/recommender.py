@@ -39,9 +39,8 @@ class RecloopRecommender:
         self.seed = seed
         self.name = name
 
-    def fit(self, data: SplitData) -> "RecloopRecommender":
+    def fit(self, data: SplitData) -> RecloopRecommender:
         from components.training.finetune import finetune_model
-        from components.training.loop import configure_torch
         from components.training.pretrain import pretrain_model
 
         text = self.item_text
@@ -50,7 +49,6 @@ class RecloopRecommender:
                 raise RecloopError(f"{self.name} reads item text: pass item_text (the featurize output) "
                                    "or set model.use_text=false")
             text = np.zeros((data.n_items, 1), np.float32)  # nothing to read; keeps the tower's shapes
-        configure_torch(self.finetune.threads, self.seed)
         pretrained: TrainedModel | None = None
         if self.pretrain is not None:
             pretrained, _ = pretrain_model(data, text, self.model, self.pretrain, self.seed)

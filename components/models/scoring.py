@@ -19,7 +19,7 @@ class RecloopScorer:
         self.name = name
         self.batch_size = batch_size
 
-    def fit(self, data: SplitData) -> "RecloopScorer":
+    def fit(self, data: SplitData) -> RecloopScorer:
         ids = data.items["item_id"].astype(str).tolist()
         if ids != self.trained.item_ids:
             raise RecloopError(f"the model was trained on a catalog of {len(self.trained.item_ids):,} items that "

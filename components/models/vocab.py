@@ -52,7 +52,7 @@ class Vocab:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
-    def load(cls, path: Path) -> "Vocab":
+    def load(cls, path: Path) -> Vocab:
         return cls(**json.loads(Path(path).read_text()))
 
 

@@ -28,7 +28,12 @@ from components.data.dataset import PARTS, SplitData
 from components.errors import RecloopError
 from components.features.featurize import META_FILE, load_item_text
 from components.features.text import PACKAGED_ENCODER
-from components.models.artifacts import ITEM_IDS_FILE, METRICS_FILE, TrainedModel, load_trained
+from components.models.artifacts import (
+    ITEM_IDS_FILE,
+    METRICS_FILE,
+    TrainedModel,
+    load_trained,
+)
 
 FORMAT = 1
 BUNDLE_FILE = "bundle.json"

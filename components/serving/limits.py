@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
+
+from bentoml.exceptions import BentoMLException
 
 from components.config import ServeConfig
-from components.serving.schemas import FeedbackRequest, RecommendRequest, RequestError, SimilarRequest
+from components.serving.schemas import (
+    FeedbackRequest,
+    RecommendRequest,
+    RequestError,
+    SimilarRequest,
+)
 
 
 def check_k(k: int, cfg: ServeConfig) -> None:
@@ -52,8 +60,9 @@ def check_feedback(request: FeedbackRequest, cfg: ServeConfig) -> None:
 class PayloadLimit:
     """ASGI middleware: a request body over `max_bytes` gets 413 before anything parses it.
 
-    Checks Content-Length when sent and counts the bytes of chunked bodies, which it then replays
-    to the app, so the limit holds whatever the client claims.
+    A declared Content-Length over the limit is refused at once. Bodies without one (chunked) are
+    counted as the app reads them; past the limit the read fails with a 413 error, which BentoML
+    answers as such. Nothing is buffered or copied on the way.
     """
 
     def __init__(self, app, max_bytes: int):
@@ -61,45 +70,34 @@ class PayloadLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(int(declared), send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._refuse(int(value), send)
+                    return
+                await self.app(scope, receive, send)  # the server stops reading at the declared length
+                return
+        size = 0
+
+        async def counted() -> dict:
+            nonlocal size
             message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message]), send)
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
+            size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._refuse(size, send)
-                return
-        body = b"".join(chunks)
-        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
+                raise BentoMLException(self._message(size), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self, size: int) -> str:
+        return (f"request body of {size:,} bytes is over the limit of {self.max_bytes:,} "
+                "(serve.max_payload_bytes): send fewer items or split the request")
 
     async def _refuse(self, size: int, send) -> None:
-        body = json.dumps({"error": f"request body of {size:,} bytes is over the limit of {self.max_bytes:,} "
-                                    "(serve.max_payload_bytes): send fewer items or split the request"}).encode()
+        body = json.dumps({"error": self._message(size)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-def _replay(messages: list[dict], then=None):
-    """A `receive` that hands out `messages`, then defers to the real `receive` (disconnects)."""
-    pending = list(messages)
-
-    async def receive() -> dict:
-        if pending:
-            return pending.pop(0)
-        if then is not None:
-            return await then()
-        return {"type": "http.disconnect"}
-
-    return receive

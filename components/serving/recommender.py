@@ -1,9 +1,10 @@
 """Serving-time recommendations from a bundle: histories in, ranked and explained items out.
 
-Known users' states (the encoder's last hidden state over their stored history) are computed once
-at load, so the common request is one (items, dim) matrix-vector product and a top-k. An ad-hoc
-history runs the encoder once through the model's own sequence code (`history_sequences`), so
-serving encodes a history exactly as training and evaluation do.
+Known users' states (the encoder's last hidden state over their stored history), their best
+`candidates` items and those items' like probabilities are computed once at load, so the common
+request is a few array lookups. An ad-hoc history runs the encoder once through the model's own
+sequence code (`history_sequences`), so serving encodes a history exactly as training and
+evaluation do.
 
 Cold start (no usable history): with `text`, the language model matches it against the item
 texts; without, the most popular items (in the context's or filter's domain when given).
@@ -46,14 +47,15 @@ STATE_BATCH = 512
 class Recommender:
     """Everything a request needs, precomputed from a bundle; immutable once built, so threads share it."""
 
-    def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None):
+    def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100):
         self.bundle = bundle
         self.version = version
         self.encoder = encoder or TextEncoder(bundle.encoder, bundle.meta.get("encoder_max_length", 128))
+        self.candidates = candidates
 
     # -- building -------------------------------------------------------------------------------
 
-    def prepare(self, load_encoder: bool = True) -> "Recommender":
+    def prepare(self, load_encoder: bool = True) -> Recommender:
         """Compute catalog vectors, known users' states, seen sets and filter indexes (seconds)."""
         bundle, model = self.bundle, self.bundle.trained.model.eval()
         items = bundle.items
@@ -66,12 +68,14 @@ class Recommender:
         self.item_index = pd.Index(items["item_id"].astype(str))
         # Dict lookups: a request's few ids cost microseconds, not a pandas index call each.
         self.item_row = {item: row for row, item in enumerate(self.item_index)}
-        self.titles = items["title"].astype(str).to_numpy()
+        self.ids = items["item_id"].astype(str).tolist()
+        self.titles = items["title"].astype(str).tolist()
         self.categories = [list(c) for c in items["categories"]]
         self.domains = items["domain"].astype(str).to_numpy()
         self.popularity = items["popularity"].to_numpy(np.float64)
         self._index_categories()
         self._index_users()
+        self._precompute_candidates()
         self.default_event = (bundle.histories["event"].mode().iloc[0] if len(bundle.histories) else "interaction")
         self.text_rows = np.linalg.norm(bundle.item_text, axis=1) > 0
         if load_encoder:
@@ -107,6 +111,29 @@ class Recommender:
         self.history_start = np.searchsorted(frame["user_idx"].to_numpy(), np.arange(len(users) + 1))
         self.states = self._states(frame, profiles, np.arange(len(users)))
 
+    def _precompute_candidates(self) -> None:
+        """Each known user's `candidates` best items by retrieval score, with their like probabilities.
+
+        Filtering keeps the order, so the first k candidates a request's filters let through are
+        exactly the full catalog's top k; fewer than k left, and the request scores the whole
+        catalog. A known user's answer then costs no model call at all.
+        """
+        n = min(self.candidates, self.n_items)
+        model = self.bundle.trained.model
+        states = torch.from_numpy(self.states)
+        items, scores, likes = [], [], []
+        with torch.inference_mode():
+            for chunk in states.split(STATE_BATCH):
+                best = torch.topk(chunk @ self.table.T, n, dim=1)  # (B, n), best first
+                hidden = chunk.unsqueeze(1).expand(-1, n, -1)  # (B, n, D)
+                likes.append(torch.sigmoid(model.like_head(hidden, self.table[best.indices])))
+                items.append(best.indices)
+                scores.append(best.values)
+        empty = torch.zeros((0, n))
+        self.cand_items = torch.cat(items).numpy() if items else empty.long().numpy()
+        self.cand_scores = torch.cat(scores).numpy() if scores else empty.numpy()
+        self.cand_likes = torch.cat(likes).numpy() if likes else empty.numpy()
+
     def _states(self, frame: pd.DataFrame, profiles: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """(len(rows), D) user vectors: the encoder's state after each user's latest history."""
         model = self.bundle.trained.model
@@ -130,6 +157,9 @@ class Recommender:
             history = np.concatenate([stored, events_items(events)])
         elif user_row is not None:
             state, history = self.states[user_row], stored
+            picked = self._from_candidates(request, user_row, history)
+            if picked is not None:
+                return self._answer(request, user_row, "history", *picked, history, unknown)
         else:
             state, history = None, np.zeros(0, np.int64)
         allowed = self._allowed(request.filters, request.context.domain if state is None else None)
@@ -144,19 +174,37 @@ class Recommender:
         else:
             strategy, scores = "popularity", self.popularity.copy()
         top = top_k(scores, allowed, request.k)
-        like, rating = self._heads(state, top) if state is not None else (None, None)
-        out = []
-        for rank, i in enumerate(top):
-            item = RecommendedItem(item_id=self.item_index[i], title=self.titles[i], rank=rank + 1,
-                                   score=float(scores[i]), categories=self.categories[i],
-                                   like_prob=None if like is None else float(like[rank]),
-                                   predicted_rating=None if rating is None else float(rating[rank]))
-            if request.explain:
-                item.explanation = self._explain(strategy, i, history, float(scores[i]))
-            out.append(item)
-        return RecommendResponse(request_id=uuid.uuid4().hex, user_id=request.user_id, strategy=strategy,
-                                 known_user=user_row is not None, history_used=int(len(history)),
-                                 unknown_items=unknown, model_version=self.version, items=out)
+        like = self._like(state, top) if state is not None else None
+        return self._answer(request, user_row, strategy, top, scores[top], like, history, unknown)
+
+    def _from_candidates(self, request: RecommendRequest, user_row: int,
+                         history: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(items, scores, like probabilities) from the user's precomputed candidates, or None when
+        the filters leave fewer than k of them."""
+        allowed = self._allowed(request.filters, None)
+        if request.exclude_seen and len(history):
+            allowed[history] = False
+        candidates = self.cand_items[user_row]
+        keep = np.flatnonzero(allowed[candidates])[:request.k]
+        if len(keep) < min(request.k, int(np.count_nonzero(allowed))):
+            return None
+        return candidates[keep], self.cand_scores[user_row, keep], self.cand_likes[user_row, keep]
+
+    def _answer(self, request: RecommendRequest, user_row: int | None, strategy: str, top: np.ndarray,
+                scores: np.ndarray, like: np.ndarray | None, history: np.ndarray,
+                unknown: list[str]) -> RecommendResponse:
+        # model_construct: these values are ours and already typed, validating them again costs more
+        # than the rest of a known user's answer.
+        likes = [None] * len(top) if like is None else like.tolist()
+        out = [RecommendedItem.model_construct(
+                   item_id=self.ids[i], title=self.titles[i], rank=rank + 1, score=score,
+                   categories=self.categories[i], like_prob=like_prob,
+                   explanation=self._explain(strategy, i, history, score) if request.explain else None)
+               for rank, (i, score, like_prob) in enumerate(zip(top.tolist(), scores.tolist(), likes))]
+        return RecommendResponse.model_construct(
+            request_id=uuid.uuid4().hex, user_id=request.user_id, strategy=strategy,
+            known_user=user_row is not None, history_used=len(history), unknown_items=unknown,
+            model_version=self.version, items=out)
 
     def similar_items(self, request: SimilarRequest) -> SimilarResponse:
         """Items like `item_id` (item-tower cosine), or matching `text` (language-model cosine)."""
@@ -172,7 +220,7 @@ class Recommender:
             scores, by = self.bundle.item_text @ self._encode(request.text), "text"
             allowed &= self.text_rows
         top = top_k(scores, allowed, request.k)
-        items = [SimilarItem(item_id=self.item_index[i], title=self.titles[i], rank=rank + 1, score=float(scores[i]),
+        items = [SimilarItem(item_id=self.ids[i], title=self.titles[i], rank=rank + 1, score=float(scores[i]),
                              categories=self.categories[i]) for rank, i in enumerate(top)]
         return SimilarResponse(request_id=uuid.uuid4().hex, by=by, model_version=self.version, items=items)
 
@@ -245,16 +293,12 @@ class Recommender:
     def _encode(self, text: str) -> np.ndarray:
         return self.encoder.encode([text])[0]
 
-    def _heads(self, state: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Like probability and predicted rating of each picked item after this history."""
-        model = self.bundle.trained.model
+    def _like(self, state: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """The like head's probability for each picked item after this history."""
         with torch.inference_mode():
-            rows = torch.from_numpy(top)
             hidden = torch.from_numpy(state).expand(len(top), -1)  # (k, D): one history, k candidates
-            vectors = self.table[rows]
-            like = torch.sigmoid(model.like_head(hidden, vectors))
-            rating = model.config.rating_mean + model.config.rating_std * model.rating_head(hidden, vectors)
-        return like.numpy(), rating.numpy()
+            logits = self.bundle.trained.model.like_head(hidden, self.table[torch.from_numpy(top)])
+            return torch.sigmoid(logits).numpy()
 
     def _explain(self, strategy: str, item: int, history: np.ndarray, score: float) -> Explanation:
         if strategy == "text":
@@ -269,7 +313,7 @@ class Recommender:
             best.setdefault(i, s)
             if len(best) == EXPLAIN_ITEMS:
                 break
-        because = [Because(item_id=self.item_index[i], title=self.titles[i], similarity=round(s, 4))
+        because = [Because(item_id=self.ids[i], title=self.titles[i], similarity=round(s, 4))
                    for i, s in best.items()]
         counts = np.asarray(self.category_items[:, recent].sum(1)).ravel()
         mine = self.category_index.get_indexer(self.categories[item])
@@ -289,8 +333,8 @@ def top_k(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return np.zeros(0, np.int64)
     masked = np.where(allowed, scores, -np.inf)
-    part = np.argpartition(masked, len(masked) - k)[-k:]  # the k largest, unordered
-    return part[np.argsort(-masked[part], kind="stable")]
+    # torch.topk selects and sorts in one pass: a fraction of numpy's argpartition + argsort here.
+    return torch.topk(torch.from_numpy(masked), k).indices.numpy()
 
 
 def _shown(names: list[str], limit: int = 20) -> str:

@@ -32,7 +32,7 @@ class HistoryEvent(Schema):
     item_id: str
     timestamp: int | None = Field(None, description="seconds since the epoch; missing: spaced a minute apart up to now")
     event: str | None = Field(None, description="rate, view, click...; missing: the catalog's most common event")
-    value: float | None = Field(None, description="rating or 1.0")
+    value: float | None = Field(None, allow_inf_nan=False, description="rating or 1.0")
     domain: str | None = None
 
 
@@ -77,8 +77,7 @@ class RecommendedItem(Schema):
     title: str
     rank: int
     score: float
-    like_prob: float | None = None
-    predicted_rating: float | None = None
+    like_prob: float | None = Field(None, description="the like head's probability; null for cold-start answers")
     categories: list[str] = []
     explanation: Explanation | None = None
 
@@ -120,14 +119,14 @@ class FeedbackEvent(Schema):
     item_id: str
     event: Literal[FEEDBACK_EVENTS]  # type: ignore[valid-type]
     user_id: str | None = None
-    value: float | None = Field(None, description="the rating for event=rating; otherwise optional")
+    value: float | None = Field(None, allow_inf_nan=False, description="the rating for event=rating; otherwise 1.0")
     timestamp: int | None = Field(None, description="seconds since the epoch; missing: when received")
     request_id: str | None = Field(None, description="the recommend answer this event reacts to")
     rank: int | None = Field(None, ge=1)
     domain: str | None = None
 
     @model_validator(mode="after")
-    def _rating_has_value(self) -> "FeedbackEvent":
+    def _rating_has_value(self) -> FeedbackEvent:
         if self.event == "rating" and self.value is None:
             raise ValueError("an event of type rating needs its value (e.g. 4.5)")
         return self

@@ -21,7 +21,8 @@ import time
 import bentoml
 import torch
 from bentoml.models import BentoModel
-from starlette.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
 from components.config import Params, load_params
@@ -29,7 +30,12 @@ from components.errors import RecloopError
 from components.registry.bento import VERSION_LABEL, import_champion
 from components.serving.bundle import find_bundle, load_bundle
 from components.serving.feedback import FeedbackLog
-from components.serving.limits import PayloadLimit, check_feedback, check_recommend, check_similar
+from components.serving.limits import (
+    PayloadLimit,
+    check_feedback,
+    check_recommend,
+    check_similar,
+)
 from components.serving.recommender import Recommender
 from components.serving.schemas import (
     FeedbackRequest,
@@ -59,19 +65,26 @@ def refusal(error: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=error.status)
 
 
-def load_recommender(model: bentoml.Model, encoder=None) -> Recommender:
+def as_json(answer: BaseModel) -> Response:
+    """The answer serialised once (BentoML would validate, dump and serialise the model again)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def load_recommender(model: bentoml.Model, candidates: int, encoder=None) -> Recommender:
     """A ready Recommender from an imported BentoML model (the MLflow model folder holds the bundle)."""
     bundle = load_bundle(find_bundle(model.path_of("mlflow_model")))
     version = model.info.labels.get(VERSION_LABEL, str(model.tag.version))
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
-    return Recommender(bundle, version, encoder).prepare()
+    return Recommender(bundle, version, encoder, candidates).prepare()
 
 
-# One worker, and BentoML's one inference thread per worker: measured best on 2 cores (docs/serving.md).
-# No max_concurrency (beyond it BentoML answers 503) and no adaptive batching (it answered 503 under
-# 32 concurrent connections, and a known user's request is one matrix-vector product anyway).
-SERVER_SETTINGS = {"workers": 1, "traffic": {"timeout": 30}}
+# Measured on 2 cores (docs/serving.md): two workers were no faster (the load generator needs the
+# rest) and would each need their own reload. No max_concurrency (beyond it BentoML answers 503) and
+# no adaptive batching (it answered 503 under 32 connections; a known user's answer is a lookup anyway).
+# No access log: a line written per request cost more than a known user's answer; /metrics counts
+# requests and latencies, and the feedback log holds every answer.
+SERVER_SETTINGS = {"workers": 1, "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
 
 
 @bentoml.service(name="recloop", **SERVER_SETTINGS)
@@ -90,7 +103,7 @@ class RecloopService:
         except Exception as e:  # BentoML reports a missing model as a failed BentoCloud lookup
             raise RecloopError(f"no model {PARAMS.registry.bento_model!r} in BentoML's store ({e}): "
                                "run `recloop promote`, which imports the registry's champion") from None
-        self.recommender = load_recommender(stored)
+        self.recommender = load_recommender(stored, PARAMS.serve.candidates)
         self.log = FeedbackLog(PARAMS.serve.feedback_log).open()
         self._reloading = asyncio.Lock()
 
@@ -107,19 +120,25 @@ class RecloopService:
         recommender = self.recommender  # one model for the whole request, even if a reload swaps it meanwhile
         try:
             check_recommend(request, self.params.serve)
-            answer = recommender.recommend(request)
+            if request.history is None and request.text is None:
+                # A stored user or popularity: well under a millisecond, cheaper run here than handed to
+                # a thread (each hand-over of the GIL between threads can cost a 5 ms switch interval).
+                answer = recommender.recommend(request)
+            else:
+                # The encoder (milliseconds): in a thread, so the event loop keeps serving the rest.
+                answer = await asyncio.to_thread(recommender.recommend, request)
         except RequestError as e:
             return refusal(e)
         now = int(time.time())
         domain = request.context.domain
-        if not os.environ.get("NOLOG"): self.log.submit([{"request_id": answer.request_id, "user_id": request.user_id, "item_id": item.item_id,
+        self.log.submit([{"request_id": answer.request_id, "user_id": request.user_id, "item_id": item.item_id,
                           "rank": item.rank, "score": item.score, "like_prob": item.like_prob, "timestamp": now,
                           "event": "impression", "value": 1.0, "domain": domain, "source": "server",
                           "model_version": answer.model_version} for item in answer.items], track=False)
         RECOMMENDATIONS.labels(strategy=answer.strategy).inc()
         if answer.unknown_items:
             UNKNOWN_ITEMS.inc(len(answer.unknown_items))
-        return answer
+        return as_json(answer)
 
     @bentoml.api
     def similar_items(self, request: SimilarRequest, /) -> SimilarResponse:
@@ -127,7 +146,7 @@ class RecloopService:
         recommender = self.recommender
         try:
             check_similar(request, self.params.serve)
-            return recommender.similar_items(request)
+            return as_json(recommender.similar_items(request))
         except RequestError as e:
             return refusal(e)
 
@@ -198,7 +217,7 @@ class RecloopService:
         imported = import_champion(self.params.registry)
         if str(imported.version) == current.version:
             return current
-        return load_recommender(bentoml.models.get(imported.tag), encoder=current.encoder)
+        return load_recommender(bentoml.models.get(imported.tag), self.params.serve.candidates, current.encoder)
 
 
 RecloopService.add_asgi_middleware(PayloadLimit, max_bytes=PARAMS.serve.max_payload_bytes)

@@ -88,7 +88,7 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
                    pretrained: TrainedModel | None, knobs: ModelConfig | None = None, tracker: Tracker | None = None,
                    checkpoint: Path | None = None, params: dict | None = None) -> tuple[TrainedModel, LoopResult]:
     """Fine-tune `pretrained` on `data` (its shape and vocabulary carry over), or a fresh model from `knobs`."""
-    torch.manual_seed(seed)  # fresh weights (new items' ID rows, or all of them) are part of what the seed fixes
+    configure_torch(cfg.threads, seed)  # fresh weights (new items' ID rows, or all) are part of what the seed fixes
     if pretrained is not None:
         trained = transfer(pretrained, data, text)
     else:
@@ -108,7 +108,6 @@ def finetune(knobs: ModelConfig, cfg: FinetuneConfig, tracking: TrackingConfig, 
 
     With init=pretrained the architecture is the pretrained one and `knobs` (params.model) is not read.
     """
-    configure_torch(cfg.threads, seed)
     data, text = load_inputs(split_dir, features_dir)
     pretrained = load_trained(Path(models_dir) / PRETRAINED_DIR) if cfg.init == "pretrained" else None
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "finetune.pt"

@@ -26,6 +26,9 @@ from components.training.checkpoint import load_checkpoint, save_checkpoint
 from components.training.tracking import Tracker
 
 EARLY_STOP_METRIC = "valid_ndcg@10"
+# Rows are sorted by length within pools of this many batches, so a batch is cut to a width near its
+# rows' own (short Amazon histories are not padded to the longest of the whole dataset).
+POOL_BATCHES = 50
 # Negatives are drawn in proportion to popularity ** this (word2vec's smoothing): frequent items
 # make harder negatives, and the log-Q correction removes the bias that sampling adds.
 NEGATIVE_POWER = 0.75
@@ -78,7 +81,11 @@ def is_main_process() -> bool:
 
 
 def configure_torch(threads: int | None, seed: int) -> None:
-    """Threads (one per available core unless set), seed, deterministic kernels where torch has them."""
+    """Threads (one per available core unless set), seed, deterministic kernels where torch has them.
+
+    Without deterministic mode some multi-threaded CPU kernels (e.g. embedding backward) sum in
+    varying order, and two runs with the same seed drift apart in the last bits.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(threads or cores)
     torch.manual_seed(seed)
@@ -98,6 +105,17 @@ class NegativeSampler:
 
     def draw(self) -> Negatives:
         return Negatives(torch.multinomial(self.q, self.count, replacement=True), self.log_q)
+
+
+def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, generator: torch.Generator
+                   ) -> list[torch.Tensor]:
+    """Batches of rows of similar length, in random order: `order` is cut into pools of POOL_BATCHES
+    batches, each pool is sorted by length and split, and the batches of all pools are shuffled.
+    """
+    batches: list[torch.Tensor] = []
+    for pool in order.split(size * POOL_BATCHES):
+        batches.extend(pool[torch.argsort(lengths[pool], stable=True)].split(size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
@@ -141,10 +159,13 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
             break
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(rows), generator=order_rng)[rank::world_size]
+        order = torch.randperm(len(rows), generator=order_rng)
+        # Wrap around to a multiple of the world size, so every rank takes as many steps as the others.
+        order = torch.cat([order, order[:(-len(order)) % world_size]])[rank::world_size]
         totals: dict[str, float] = {}
         steps = 0
-        bar = tqdm(order.split(cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+        batches = length_batches(order, rows.sequences.lengths, cfg.batch_size, order_rng)
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not main, leave=False, file=sys.stderr)
         for index in bar:
             batch, targets = rows.batch(index)

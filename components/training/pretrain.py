@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from components.config import ModelConfig, PretrainConfig, TrackingConfig
 from components.data.dataset import SplitData
@@ -18,8 +17,15 @@ from components.models.catalog import build_model
 from components.models.sequences import training_rows
 from components.models.vocab import fit_vocab
 from components.training.loop import LoopResult, Objective, configure_torch, is_main_process
-from components.training.stage import (CHECKPOINTS_DIR, combine, load_inputs, run, stage_metrics, validator,
-                                       write_outputs)
+from components.training.stage import (
+    CHECKPOINTS_DIR,
+    combine,
+    load_inputs,
+    run,
+    stage_metrics,
+    validator,
+    write_outputs,
+)
 from components.training.tracking import Tracker
 
 OUT_DIR = "pretrained"
@@ -60,7 +66,7 @@ def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: P
                    tracker: Tracker | None = None, checkpoint: Path | None = None,
                    params: dict | None = None) -> tuple[TrainedModel, LoopResult]:
     """Fit the vocabulary, build a fresh model for `data`'s catalog, and pretrain it."""
-    torch.manual_seed(seed)  # the initial weights are part of what the seed fixes
+    configure_torch(cfg.threads, seed)  # the initial weights are part of what the seed fixes
     vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
     trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
     rows = training_rows(data, vocab, knobs.max_len, cfg.windows)
@@ -72,7 +78,6 @@ def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: P
 def pretrain(knobs: ModelConfig, cfg: PretrainConfig, tracking: TrackingConfig, split_dir: Path,
              features_dir: Path, models_dir: Path, reports_dir: Path, seed: int) -> PretrainSummary:
     """Pretrain on the split (and `cfg.extra` datasets); write models/pretrained and reports/pretrain.json."""
-    configure_torch(cfg.threads, seed)
     datasets = [load_inputs(split_dir, features_dir), *(load_inputs(e.split, e.features) for e in cfg.extra)]
     data, text = combine(datasets)
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "pretrain.pt"

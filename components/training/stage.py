@@ -49,12 +49,12 @@ def combine(datasets: list[tuple[SplitData, np.ndarray]]) -> tuple[SplitData, np
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in ("items", "users", *PARTS)}
     for k, (data, _) in enumerate(datasets):
         prefix = f"{k}:" if k else ""
-        for name in frames:
+        for name, collected in frames.items():
             frame = getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore")
             for key in ("user_id", "item_id"):
                 if key in frame:
                     frame = frame.assign(**{key: prefix + frame[key].astype(str)})
-            frames[name].append(frame)
+            collected.append(frame)
     joint = SplitData.from_frames(*(pd.concat(frames[name], ignore_index=True)
                                     for name in ("items", "users", *PARTS)))
     return joint, np.concatenate([text for _, text in datasets]).astype(np.float32)

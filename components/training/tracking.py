@@ -48,19 +48,23 @@ class Tracker:
         """Open a new run, or reopen `run_id` (a resumed stage keeps logging into its run)."""
         if not self.enabled:
             return None
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         try:
             self._client = MlflowClient(tracking_uri=self.uri)
             if run_id is not None:
-                self._client.update_run(run_id, status="RUNNING")
-                self.run_id = run_id
-                return run_id
+                try:
+                    self._client.update_run(run_id, status="RUNNING")
+                    self.run_id = run_id
+                    return run_id
+                except MlflowException:
+                    pass  # the run is gone (another store?): log the rest into a new one
             experiment = self._client.get_experiment_by_name(self.experiment)
             experiment_id = (experiment.experiment_id if experiment is not None
                              else self._client.create_experiment(self.experiment))
             self.run_id = self._client.create_run(experiment_id, run_name=self.run_name).info.run_id
-        except Exception as e:  # an unreachable server or a broken store: say which, not a traceback
+        except (MlflowException, OSError) as e:  # an unreachable server or a broken store: say which
             raise RecloopError(f"MLflow tracking at {self.uri!r} failed ({e}); fix tracking.uri "
                                "or set tracking.uri=null to train without tracking") from None
         return self.run_id
@@ -70,11 +74,10 @@ class Tracker:
             return
         from mlflow.entities import Param
 
-        flat = flatten(params)
-        existing = self._client.get_run(self.run_id).data.params
-        fresh = [Param(k, v[:6000]) for k, v in flat.items() if k not in existing]
-        for start in range(0, len(fresh), 100):
-            self._client.log_batch(self.run_id, params=fresh[start:start + 100])
+        # MLflow takes at most 100 params per batch and 6000 characters per value.
+        entries = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for start in range(0, len(entries), 100):
+            self._client.log_batch(self.run_id, params=entries[start:start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.run_id is None:

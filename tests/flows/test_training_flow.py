@@ -5,9 +5,12 @@ import contextlib
 import json
 import shutil
 
-from checkouts import TARGET, file_stamps
+import pytest
+from checkouts import TARGET, copy_checkout, file_stamps, set_params
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+from components.errors import RecloopError
 
 from flows.hashes import content_hashes
 from flows.training import training_pipeline
@@ -68,3 +71,18 @@ def test_metrics_and_report_links_are_published_as_artifacts(first_run):
     assert {"stage", "metric", "value"} <= set(rows[0])
     assert {r["stage"] for r in rows} >= {"ingest", "validate", "split"}
     assert "reports/validation.html" in reports and "featurize" in reports
+
+
+def test_bad_input_fails_at_once_without_retries(prefect_api, tmp_path):
+    repo = copy_checkout(tmp_path / "repo")
+    set_params(repo, {"ingest.path": "data/raw/missing", "orchestrate.retry_delay_seconds": 0})
+    with contextlib.chdir(repo):
+        state = training_pipeline(target="ingest", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RecloopError):
+        state.result()
+    with get_client(sync_client=True) as client:
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        (ingest,) = client.read_task_runs(flow_run_filter=this_run)
+    # ingest is a transient stage (retries: 2), but a RecloopError is the user's to fix: one attempt.
+    assert (ingest.name, ingest.run_count) == ("ingest", 1)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from recloop_data import TINY_MODEL
 
 from components.models.catalog import build_model
 from components.models.model import Negatives
 from components.models.sequences import history_sequences, training_rows
 from components.models.vocab import fit_vocab
-from recloop_data import TINY_MODEL
 
 
 def rows_vocab(movielens):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from recloop_data import TOY_STORY, TOY_STORY_2, TOY_STORY_3
 
 from components.evaluation.baselines import MostPopular
 from components.evaluation.evaluator import evaluate_ranking
@@ -10,7 +11,6 @@ from components.evaluation.protocol import Recommender
 from components.models.artifacts import ITEM_VECTORS_FILE, load_trained, save_trained
 from components.models.recommender import load_recommender
 from components.models.scoring import RecloopScorer
-from recloop_data import TOY_STORY, TOY_STORY_2, TOY_STORY_3
 
 
 def test_learns_and_beats_most_popular(movielens, trained):

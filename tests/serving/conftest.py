@@ -6,93 +6,20 @@ waited for (/readyz), and killed at the end.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-import yaml
 
 from components.config import Paths, RegistryConfig
 from components.serving.bundle import Bundle, load_bundle, write_bundle
 
+# The helpers sit beside this file (the test folders are not packages); a unique module name, since
+# every test folder's conftest is importable as `conftest`.
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import train_tiny  # noqa: E402  (a helper module beside this conftest, not a package)
-
-REPO = Path(__file__).parents[2]
-BENTOML = REPO / ".venv" / "bin" / "bentoml"
-SERVICE = "components.serving.service:RecloopService"
-TOKEN = "test-reload-token"
-READY_TIMEOUT = 240
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    params: Path
-    feedback_log: Path
-    log: Path
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        """Signal bentoml's arbiter and its workers (which run in sessions of their own) and wait for them."""
-        try:
-            processes = [psutil.Process(self.process.pid)]
-            processes += processes[0].children(recursive=True)
-        except psutil.NoSuchProcess:
-            return
-        for p in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(sig)
-        _, alive = psutil.wait_procs(processes, timeout=30)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(alive, timeout=30)
-        self.process.poll()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(root: Path, name: str, registry: RegistryConfig, bentoml_home: Path) -> Server:
-    """`bentoml serve` the service with its own params file and feedback log; returns once /readyz answers."""
-    feedback_log = root / f"{name}-feedback.db"
-    params = root / f"{name}-params.yaml"
-    params.write_text(yaml.safe_dump({"registry": registry.model_dump(),
-                                      "serve": {"feedback_log": str(feedback_log), "max_k": 50,
-                                                "max_payload_bytes": 20_000}}))
-    port = free_port()
-    log = root / f"{name}-server.log"
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "RECLOOP_PARAMS": str(params),
-           "RECLOOP_RELOAD_TOKEN": TOKEN, "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(BENTOML), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", process, params, feedback_log, log)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill(signal.SIGKILL)
-    pytest.fail(f"bentoml serve was not ready after {READY_TIMEOUT}s:\n{log.read_text()[-3000:]}")
+from serving_harness import Server, start_server, train_tiny
 
 
 @pytest.fixture(scope="session")

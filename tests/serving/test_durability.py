@@ -6,9 +6,9 @@ import threading
 
 import bentoml
 import pytest
+from serving_harness import start_server
 
 from components.serving.feedback import read_feedback
-from conftest import start_server
 
 pytestmark = pytest.mark.slow
 WRITERS = 4

@@ -9,7 +9,12 @@ import pytest
 
 from components.data.schema import INTERACTION_COLUMNS
 from components.errors import RecloopError
-from components.serving.feedback import FEEDBACK_COLUMNS, FeedbackLog, feedback_interactions, read_feedback
+from components.serving.feedback import (
+    FEEDBACK_COLUMNS,
+    FeedbackLog,
+    feedback_interactions,
+    read_feedback,
+)
 
 
 def test_appends_from_many_threads_are_all_committed_and_read_back_typed(tmp_path):

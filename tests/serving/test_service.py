@@ -6,10 +6,10 @@ import threading
 import bentoml
 import pytest
 from bentoml.exceptions import BentoMLException
+from serving_harness import TOKEN
 
 from components.registry.registry import log_bundle, promote, rollback
 from components.serving.feedback import read_feedback
-from conftest import TOKEN
 
 pytestmark = pytest.mark.slow
 

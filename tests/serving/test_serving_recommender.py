@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from components.serving.recommender import Recommender, top_k
-from components.serving.schemas import HistoryEvent, RecommendRequest, RequestError, SimilarRequest
+from components.serving.schemas import (
+    HistoryEvent,
+    RecommendRequest,
+    RequestError,
+    SimilarRequest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +59,17 @@ def test_top_k_takes_the_best_allowed_and_stops_at_what_is_allowed():
     allowed = np.array([True, False, True, True, True])
     assert top_k(scores, allowed, 2).tolist() == [3, 2]
     assert top_k(scores, np.array([False, False, True, False, False]), 3).tolist() == [2]
+
+
+@pytest.mark.parametrize("candidates", [3, 40])
+def test_precomputed_candidates_give_the_full_catalogs_top_k(bundle, candidates):
+    """Few candidates (the catalog is scored in full) or enough: the same answer as scoring everything."""
+    few = Recommender(bundle, version="test", candidates=candidates).prepare(load_encoder=False)
+    stored = bundle.histories[bundle.histories["user_id"] == "2"]
+    events = [HistoryEvent(item_id=r.item_id, timestamp=int(r.timestamp), event=r.event, value=float(r.value),
+                           domain=r.domain) for r in stored.itertuples()]
+    for filters in ({}, {"categories": ["Comedy"]}, {"exclude_items": stored["item_id"].tolist()[:5]}):
+        known = few.recommend(RecommendRequest(user_id="2", k=8, filters=filters))
+        full = few.recommend(RecommendRequest(history=events, k=8, filters=filters))
+        assert [i.item_id for i in known.items] == [i.item_id for i in full.items]
+        np.testing.assert_allclose([i.like_prob for i in known.items], [i.like_prob for i in full.items], atol=1e-5)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
+from recloop_data import TINY_MODEL, TINY_PRETRAIN
 
 from components.evaluation.baselines import MostPopular
 from components.evaluation.evaluator import evaluate_ranking
 from components.training.pretrain import pretrain_model
-from recloop_data import TINY_MODEL, TINY_PRETRAIN
 
 
 def test_interrupted_training_resumes_to_the_same_state(movielens, item_text, tmp_path):
@@ -50,7 +50,7 @@ def test_early_stopping_restores_the_best_epoch(movielens, item_text):
 
 def test_sampled_softmax_with_log_q_learns(movielens, item_text):
     cfg = TINY_PRETRAIN.model_copy(update={"full_softmax_max_items": 10, "sampled_negatives": 64})
-    trained, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
+    _, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
     losses = [h["train_retrieval"] for h in result.history]
     assert losses[-1] < losses[0]
     popular = evaluate_ranking(MostPopular().fit(movielens), movielens, "valid", (10,), progress=False)

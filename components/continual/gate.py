@@ -1,0 +1,126 @@
+"""The gate: a challenger replaces the champion only when it is better on what is new and has not
+forgotten what was old.
+
+Both models are scored by the evaluator (full ranking, seen items filtered) on the same catalog:
+the new window's held-out targets (each window user's last interaction, history = everything
+before it) and the guard set (the original test split), a forgetting check. The decision and its
+numbers go to MLflow (params, metrics, tags) and to `reports/continual/<run>.json` and `.md`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from components.config import ContinualConfig, TrackingConfig
+from components.data.dataset import SplitData
+from components.evaluation.evaluator import evaluate_ranking
+from components.evaluation.protocol import Recommender
+
+METRIC = "ndcg@10"
+
+
+@dataclass
+class GateDecision:
+    """Champion and challenger NDCG@10 on the new window and the guard set, and the verdict."""
+
+    promote: bool
+    reasons: list[str]
+    window: dict[str, float]  # {"champion": .., "challenger": .., "targets": ..}
+    guard: dict[str, float]
+    min_gain: float
+    max_forgetting: float
+    run: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gain(self) -> float:
+        return self.window["challenger"] - self.window["champion"]
+
+    @property
+    def forgetting(self) -> float:
+        return self.guard["champion"] - self.guard["challenger"]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gain": self.gain, "forgetting": self.forgetting}
+
+    def describe(self) -> str:
+        head = "PROMOTE" if self.promote else "REFUSE"
+        return (f"gate: {head} (new window {METRIC}: champion {self.window['champion']:.4f} vs challenger "
+                f"{self.window['challenger']:.4f}; guard: {self.guard['champion']:.4f} vs "
+                f"{self.guard['challenger']:.4f})\n" + "\n".join(f"  - {r}" for r in self.reasons))
+
+
+def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConfig) -> GateDecision:
+    """Promote when the gain on the new window beats `min_gain` and the guard loss stays within
+    `max_forgetting` (both absolute NDCG@10); the reasons say which test passed or failed and by how much.
+    """
+    gain = window["challenger"] - window["champion"]
+    loss = guard["champion"] - guard["challenger"]
+    better = gain > cfg.min_gain
+    kept = loss <= cfg.max_forgetting
+    reasons = [
+        (f"new window: {'+' if gain >= 0 else ''}{gain:.4f} {METRIC} "
+         f"({'more' if better else 'not more'} than the required gain {cfg.min_gain:g})"),
+        (f"guard set: {'-' if loss >= 0 else '+'}{abs(loss):.4f} {METRIC} "
+         f"({'within' if kept else 'beyond'} the forgetting tolerance {cfg.max_forgetting:g})"),
+    ]
+    return GateDecision(better and kept, reasons, window, guard, cfg.min_gain, cfg.max_forgetting)
+
+
+def ndcg(model: Recommender, data: SplitData, users: np.ndarray | None = None) -> tuple[float, int]:
+    """NDCG@10 of `model` on `data`'s test targets (optionally of `users` only) and how many targets."""
+    result = evaluate_ranking(model, data, "test", ks=(10,), users=users, progress=False)
+    return result.metrics[METRIC], int(result.metrics["targets"])
+
+
+def compare(champion: Recommender, challenger: Recommender, window: SplitData, guard: SplitData,
+            cfg: ContinualConfig, guard_users: np.ndarray | None = None) -> GateDecision:
+    """Score both (already fitted) models on the window holdout and the guard set, then `decide`."""
+    scores = {}
+    for name, data, users in (("window", window, None), ("guard", guard, guard_users)):
+        (a, n), (b, _) = ndcg(champion, data, users), ndcg(challenger, data, users)
+        scores[name] = {"champion": a, "challenger": b, "targets": float(n)}
+    return decide(scores["window"], scores["guard"], cfg)
+
+
+def record(decision: GateDecision, report_dir: Path, tracking: TrackingConfig | None, experiment: str,
+           params: dict | None = None) -> Path:
+    """Write `<report_dir>/<run>.json` and `.md` atomically; log params, metrics and tags to MLflow."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    body = {**decision.to_dict(), "params": params or {}}
+    md = (f"# Continual run {decision.run}\n\n**{'Promoted' if decision.promote else 'Refused'}**\n\n"
+          f"| set | targets | champion {METRIC} | challenger {METRIC} |\n|---|---|---|---|\n"
+          + "".join(f"| {name} | {int(s['targets'])} | {s['champion']:.4f} | {s['challenger']:.4f} |\n"
+                    for name, s in (("new window", decision.window), ("guard", decision.guard)))
+          + "\n" + "".join(f"- {r}\n" for r in decision.reasons))
+    for suffix, text in ((".json", json.dumps(body, indent=2, default=str) + "\n"), (".md", md)):
+        path = report_dir / f"{decision.run}{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    if tracking is not None and tracking.uri:
+        _log_mlflow(decision, tracking.uri, experiment, params or {})
+    return report_dir / f"{decision.run}.json"
+
+
+def _log_mlflow(decision: GateDecision, uri: str, experiment: str, params: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=f"gate-{decision.run}",
+                            tags={"recloop.stage": "continual", "gate.decision": "promote" if decision.promote
+                                  else "refuse", "gate.reasons": " | ".join(decision.reasons)})
+    run_id = run.info.run_id
+    for key, value in {**params, "min_gain": decision.min_gain, "max_forgetting": decision.max_forgetting}.items():
+        client.log_param(run_id, key, str(value)[:500])
+    metrics = {f"window_{k}": v for k, v in decision.window.items()} | {f"guard_{k}": v for k, v in decision.guard.items()}
+    for key, value in {**metrics, "gain": decision.gain, "forgetting": decision.forgetting}.items():
+        client.log_metric(run_id, key, float(value))
+    client.set_terminated(run_id)

@@ -1,0 +1,179 @@
+"""The retrain stage (`recloop retrain`, the retrain flow): champion + newest window -> challenger -> gate
+-> registry (challenger; champion on a pass) -> the service reloads.
+
+The champion is the registry's `champion` bundle, or `models/finetuned` with the split while the
+registry has none. What the run made stays under `<paths.models>/continual/<run>/` (model, split,
+features), so the registered bundle and the report can always be traced back to it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import Params
+from components.continual.finetune import continual_finetune, grow_model
+from components.continual.gate import GateDecision, compare, record
+from components.continual.simulate import cached_text
+from components.continual.windows import grow_ids, grow_items, holdout_split, on_catalog, sample_users
+from components.data.dataset import PARTS, SplitData
+from components.data.schema import ITEMS_FILE
+from components.errors import RecloopError
+from components.models.artifacts import TrainedModel, load_trained, save_trained
+from components.models.scoring import RecloopScorer
+
+log = logging.getLogger(__name__)
+CONTINUAL_DIR = "continual"
+
+
+@dataclass
+class RetrainSummary:
+    run: str
+    source: str  # where the champion came from
+    window: str
+    interactions: int
+    new_items: int
+    decision: GateDecision
+    version: int | None
+    reloaded: str
+    report: Path
+    seconds: float
+
+    def describe(self) -> str:
+        registered = f"registered as version {self.version}" if self.version is not None else "not registered"
+        return (f"retrain {self.run}: champion from {self.source}, window {self.window} ({self.interactions:,} "
+                f"interactions, {self.new_items} new items), {self.seconds:.0f}s\n{self.decision.describe()}\n"
+                f"  challenger {registered}; {self.reloaded}\n  wrote {self.report}")
+
+
+def _champion(params: Params, work: Path) -> tuple[TrainedModel, pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    """The champion model, its catalog, its users and every interaction it knows."""
+    from components.registry.registry import CHAMPION, alias_version, using_store
+
+    version = alias_version(params.registry, CHAMPION)
+    if version is not None:
+        import mlflow
+
+        from components.serving.bundle import find_bundle, load_bundle
+
+        with using_store(params.registry):
+            local = mlflow.artifacts.download_artifacts(f"models:/{params.registry.model_name}@{CHAMPION}",
+                                                        dst_path=str(work / "champion"))
+        bundle = load_bundle(find_bundle(local))
+        items = bundle.items.drop(columns=["popularity"], errors="ignore")
+        return bundle.trained, items, bundle.users, bundle.histories, f"registry version {version}"
+    data = SplitData.load(params.paths.split)
+    trained = load_trained(Path(params.paths.models) / "finetuned")
+    histories = pd.concat([getattr(data, p) for p in PARTS], ignore_index=True).drop(columns=["user_idx", "item_idx"])
+    return trained, data.items, data.users, histories, "models/finetuned (the registry has no champion)"
+
+
+def _catalog(params: Params) -> pd.DataFrame | None:
+    """Descriptions of items the champion never saw: the validated (or canonical) items table."""
+    for folder in (params.paths.validated, params.paths.canonical):
+        if (Path(folder) / ITEMS_FILE).exists():
+            return pd.read_parquet(Path(folder) / ITEMS_FILE)
+    return None
+
+
+def _write_split(data: SplitData, text: np.ndarray, folder: Path) -> tuple[Path, Path]:
+    split, features = folder / "split", folder / "features"
+    split.mkdir(parents=True, exist_ok=True)
+    features.mkdir(parents=True, exist_ok=True)
+    for name in (*PARTS, "items", "users"):
+        getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore").to_parquet(
+            split / f"{name}.parquet", index=False)
+    np.save(features / "item_text.npy", text.astype(np.float32))
+    return split, features
+
+
+def reload_service(url: str | None, token_env: str) -> str:
+    """POST <url>/reload with the bearer token from `token_env`; returns what happened, in words."""
+    if not url:
+        return "no continual.serve_url: service reload skipped"
+    token = os.environ.get(token_env)
+    if not token:
+        return f"{token_env} is unset: service reload skipped"
+    request = urllib.request.Request(f"{url.rstrip('/')}/reload", data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return f"service reloaded: {response.read().decode()[:200]}"
+    except OSError as e:  # the model is promoted either way; the next reload or restart picks it up
+        log.warning("reload of %s failed: %s", url, e)
+        return f"service reload at {url} failed ({e})"
+
+
+def retrain(params: Params, window: Path | None = None, trigger: dict | None = None) -> RetrainSummary:
+    """Continual fine-tune of the champion on `window` (default: the newest live window), gate, register.
+
+    `trigger` (the drift event's payload, when a deployment trigger started the run) is logged with the decision.
+    """
+    from components.monitoring.monitor import latest_live_window
+    from components.registry.registry import log_bundle, promote
+    from components.serving.bundle import build_bundle
+
+    start = time.perf_counter()
+    cfg = params.continual
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    work = Path(params.paths.models) / CONTINUAL_DIR / run
+    if window is None:
+        try:
+            window = latest_live_window(params.paths.split)
+        except RecloopError:
+            raise RecloopError(f"no live windows in {Path(params.paths.split) / 'live'}: set split.time.cutoff and "
+                               "run `recloop split`, or pass --window FILE") from None
+    window = Path(window)
+    if not window.exists():
+        raise RecloopError(f"window {window} does not exist: run `recloop split` with split.time.cutoff set")
+    rows = pd.read_parquet(window)
+    if rows.empty:
+        raise RecloopError(f"window {window} holds no interactions: nothing to retrain on")
+    champion, items, users, history, source = _champion(params, work)
+    keys = ["user_id", "item_id", "timestamp"]
+    # A champion packaged after this window was split off may already hold some of its rows.
+    marked = history[keys].merge(rows[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+    history = history[(marked["_merge"] == "left_only").to_numpy()]
+    grown = grow_items(items, _catalog(params), grow_ids(champion.item_ids, pd.concat([history["item_id"],
+                                                                                       rows["item_id"]])))
+    data = holdout_split(grown, history, rows.drop(columns=["split"], errors="ignore"), users)
+    f = params.featurize
+    text = cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir)(data.items)
+    challenger, result = continual_finetune(champion, data, text, cfg, params.finetune, params.seed)
+
+    guard = on_catalog(SplitData.load(params.paths.split), data.items, data.users)
+    guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, params.seed)
+    decision = compare(RecloopScorer(grow_model(champion, data, text), "champion").fit(data),
+                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users)
+    decision.run = run
+    decision.extra = {"window": str(window), "source": source, "trigger": trigger or {},
+                      "train_seconds": round(result.seconds, 1), "epochs": result.epochs}
+
+    save_trained(challenger, work / "model", {**result.best_metrics, "continual_run": run})
+    split_dir, features_dir = _write_split(data, text, work)
+    bundle = build_bundle(work / "model", split_dir, features_dir, work)
+    try:
+        version = log_bundle(params.registry, bundle, metrics={"window_ndcg_at_10": decision.window["challenger"],
+                                                                "guard_ndcg_at_10": decision.guard["challenger"]},
+                             tags={"continual_run": run, "gate": "pass" if decision.promote else "refused"})
+    finally:
+        shutil.rmtree(bundle.parent, ignore_errors=True)
+    reloaded = "not promoted: the champion stays"
+    if decision.promote:
+        promote(params.registry, version)
+        reloaded = reload_service(cfg.serve_url, params.serve.reload_token_env)
+    report = record(decision, Path(params.paths.reports) / CONTINUAL_DIR, params.tracking, cfg.experiment,
+                    {"window": str(window), "source": source, "version": version, "lr_scale": cfg.lr_scale,
+                     "replay_ratio": cfg.replay_ratio, "epochs": cfg.epochs,
+                     "trigger": json.dumps(trigger or {}, default=str)[:400]})
+    return RetrainSummary(run, source, str(window), len(rows), data.n_items - len(champion.item_ids), decision,
+                          version, reloaded, report, time.perf_counter() - start)

@@ -1,0 +1,225 @@
+"""A replay of real history through the continual loop: train up to a cutoff, then let the later
+interactions arrive window by window, each going monitor -> decide -> retrain -> gate -> promote.
+
+Everything runs in memory on the library functions the stages use (the monitor writes its reports
+under a work folder); `recloop simulate` prints one block per window and writes the steps as JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import ContinualConfig, FinetuneConfig, ModelConfig, MonitorConfig, PretrainConfig, SimulateConfig
+from components.continual.finetune import continual_finetune, grow_model
+from components.continual.gate import GateDecision, compare, ndcg
+from components.continual.windows import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
+from components.data.dataset import SplitData
+from components.data.windows import SECONDS_PER_DAY, cutoff_seconds
+from components.errors import RecloopError
+from components.models.artifacts import TrainedModel
+from components.models.scoring import RecloopScorer
+
+TextOf = Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass
+class WindowStep:
+    """What the loop did with one window."""
+
+    index: int
+    start: str
+    end: str
+    interactions: int
+    users: int
+    new_items: int
+    drift: bool
+    drift_reasons: list[str]
+    retrained: bool
+    champion_ndcg: float
+    challenger_ndcg: float | None = None
+    promoted: bool = False
+    gate_reasons: list[str] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def describe(self) -> str:
+        head = (f"window {self.index} {self.start[:10]}..{self.end[:10]}: {self.interactions:,} interactions, "
+                f"{self.users} users, {self.new_items} new items")
+        lines = [head, f"  monitor: {'DRIFT' if self.drift else 'no drift'}"
+                 + "".join(f"\n    - {r}" for r in self.drift_reasons)]
+        if not self.retrained:
+            lines.append(f"  not retrained; champion NDCG@10 {self.champion_ndcg:.4f}")
+            return "\n".join(lines)
+        verdict = "PROMOTED" if self.promoted else "REFUSED"
+        lines.append(f"  retrained in {self.train_seconds:.1f}s: champion NDCG@10 {self.champion_ndcg:.4f} vs "
+                     f"challenger {self.challenger_ndcg:.4f} -> {verdict}")
+        lines += [f"    - {r}" for r in self.gate_reasons]
+        return "\n".join(lines)
+
+
+@dataclass
+class SimulationSummary:
+    steps: list[WindowStep]
+    initial_seconds: float
+    report: Path
+
+    def describe(self) -> str:
+        promoted = sum(s.promoted for s in self.steps)
+        retrained = sum(s.retrained for s in self.steps)
+        return "\n".join([f"simulate: initial model trained in {self.initial_seconds:.1f}s",
+                          *(s.describe() for s in self.steps),
+                          f"{len(self.steps)} windows, {retrained} retrained, {promoted} promoted; wrote {self.report}"])
+
+
+@dataclass
+class Stream:
+    """Canonical interactions cut at `cutoff`; the later ones as consecutive windows of `window_days`."""
+
+    interactions: pd.DataFrame
+    cutoff: int
+    window_days: int
+
+    @property
+    def past(self) -> pd.DataFrame:
+        return self.interactions[self.interactions["timestamp"] < self.cutoff]
+
+    def windows(self, limit: int | None = None) -> Iterator[tuple[int, int, int, pd.DataFrame]]:
+        """(index, start, end, rows) of each non-empty window after the cutoff, in time order."""
+        ts = self.interactions["timestamp"].to_numpy(np.int64)
+        width = self.window_days * SECONDS_PER_DAY
+        last = int(ts.max()) if len(ts) else self.cutoff
+        count = 0
+        for k in range(max(0, (last - self.cutoff) // width + 1)):
+            start, end = self.cutoff + k * width, self.cutoff + (k + 1) * width
+            rows = self.interactions[(ts >= start) & (ts < end)]
+            if len(rows) and (limit is None or count < limit):
+                count += 1
+                yield k, start, end, rows
+
+
+def train_initial(data: SplitData, text: np.ndarray, model: ModelConfig, pretrain: PretrainConfig | None,
+                  finetune: FinetuneConfig, seed: int) -> TrainedModel:
+    """The first champion: pretraining (when `pretrain` is given), then fine-tuning, on `data`."""
+    from components.training.finetune import finetune_model
+    from components.training.pretrain import pretrain_model
+
+    pretrained = pretrain_model(data, text, model, pretrain, seed)[0] if pretrain is not None else None
+    return finetune_model(data, text, finetune, seed, pretrained=pretrained, knobs=model)[0]
+
+
+def _iso(seconds: int) -> str:
+    return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
+
+
+def _drift(monitor_cfg: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame, work: Path, k: int,
+           seed: int) -> tuple[bool, list[str]]:
+    from components.monitoring.monitor import monitor
+
+    folder = work / "windows"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in (("reference", reference), (f"window_{k:03d}", current)):
+        path = folder / f"{name}.parquet"
+        frame.drop(columns=["user_idx", "item_idx"], errors="ignore").to_parquet(path, index=False)
+        paths.append(path)
+    verdict = monitor(monitor_cfg, paths[0], paths[1], work / "monitoring", seed=seed).verdict
+    return verdict.drift, list(verdict.reasons)
+
+
+def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: ModelConfig,
+             pretrain: PretrainConfig | None, finetune: FinetuneConfig, continual: ContinualConfig,
+             monitor_cfg: MonitorConfig, cfg: SimulateConfig, work_dir: Path, seed: int = 42,
+             on_window: Callable[[WindowStep], None] | None = None,
+             champion: TrainedModel | None = None) -> SimulationSummary:
+    """Replay `stream` through the loop; `catalog` describes items (title, categories) as they appear.
+
+    `text_of(items)` gives the text vectors of an items table (the featurize cache encodes only
+    new texts). `on_window` is called with each finished step (the CLI prints it at once).
+    `champion`: a model already trained on the history before the cutoff (else one is trained).
+    """
+    work_dir = Path(work_dir)
+    past = stream.past
+    if past.empty:
+        raise RecloopError(f"no interactions before simulate.cutoff {_iso(stream.cutoff)[:10]}: move it later")
+    items = grow_items(catalog.iloc[:0], catalog, grow_ids([], past["item_id"]))
+    base = leave_last_out(items, past)
+    start = time.perf_counter()
+    if champion is None:
+        champion = train_initial(base, text_of(base.items), model, pretrain, finetune, seed)
+    elif champion.item_ids != base.items["item_id"].tolist():
+        raise RecloopError("the given champion was trained on another catalog than the history before the cutoff")
+    initial_seconds = time.perf_counter() - start
+    monitor_cfg = monitor_cfg.model_copy(update={"workspace": work_dir / "evidently_workspace"})
+
+    steps: list[WindowStep] = []
+    history = past
+    for k, w_start, w_end, rows in stream.windows(cfg.max_windows):
+        known = len(champion.item_ids)
+        items = grow_items(items.iloc[:known], catalog,
+                           grow_ids(champion.item_ids, pd.concat([history["item_id"], rows["item_id"]])))
+        data = holdout_split(items, history, rows, base.users)
+        text = text_of(items)
+        drift, reasons = _drift(monitor_cfg, history, rows, work_dir, k, seed)
+        grown = grow_model(champion, data, text)
+        step = WindowStep(k, _iso(w_start), _iso(w_end), len(rows), rows["user_id"].nunique(),
+                          len(items) - known, drift, reasons, retrained=drift or cfg.retrain == "always",
+                          champion_ndcg=0.0)
+        if step.retrained:
+            guard = on_catalog(base, items, data.users)
+            guard_users = sample_users(guard.test["user_idx"].to_numpy(), continual.max_guard_users, seed)
+            t0 = time.perf_counter()
+            challenger, _ = continual_finetune(champion, data, text, continual, finetune, seed)
+            step.train_seconds = time.perf_counter() - t0
+            decision: GateDecision = compare(RecloopScorer(grown, "champion").fit(data),
+                                             RecloopScorer(challenger, "challenger").fit(data),
+                                             data, guard, continual, guard_users)
+            step.champion_ndcg, step.challenger_ndcg = decision.window["champion"], decision.window["challenger"]
+            step.promoted, step.gate_reasons = decision.promote, decision.reasons
+            champion = challenger if decision.promote else champion
+        else:
+            step.champion_ndcg = ndcg(RecloopScorer(grown, "champion").fit(data), data)[0]
+        steps.append(step)
+        if on_window is not None:
+            on_window(step)
+        history = pd.concat([history, rows], ignore_index=True)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    report = work_dir / "simulation.json"
+    report.write_text(json.dumps({"initial_seconds": initial_seconds, "steps": [asdict(s) for s in steps]},
+                                 indent=2) + "\n")
+    return SimulationSummary(steps, initial_seconds, report)
+
+
+def movielens_stream(path: Path, cfg: SimulateConfig) -> tuple[Stream, pd.DataFrame]:
+    """The embedded MovieLens ratings as a stream, and its movies as the catalog."""
+    path = Path(path)
+    if not (path / "ratings.csv").exists():
+        raise RecloopError(f"{path} holds no MovieLens ratings.csv: point ingest.path at ml-latest-small")
+    raw = pd.read_csv(path / "ratings.csv")
+    interactions = pd.DataFrame({"user_id": raw["userId"].astype(str), "item_id": raw["movieId"].astype(str),
+                                 "timestamp": raw["timestamp"].astype("int64"), "event": "rate",
+                                 "value": raw["rating"].astype(float), "domain": "movies"})
+    movies = pd.read_csv(path / "movies.csv")
+    catalog = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
+                            "categories": movies["genres"].str.split("|"), "domain": "movies"})
+    return Stream(interactions, cutoff_seconds(cfg.cutoff), cfg.window_days), catalog
+
+
+def cached_text(encoder: str, max_length: int, batch_size: int, cache_dir: Path) -> TextOf:
+    """`text_of` through the featurize cache: only texts never seen before are encoded."""
+    from components.features.featurize import _slug
+    from components.features.text import EmbeddingCache, TextEncoder, compose_item_text, encode_with_cache
+
+    model = TextEncoder(encoder, max_length, batch_size)
+    cache = EmbeddingCache(Path(cache_dir) / f"{_slug(encoder)}-{max_length}.npz")
+
+    def text_of(items: pd.DataFrame) -> np.ndarray:
+        return encode_with_cache(model, compose_item_text(items).tolist(), cache, progress=sys.stderr.isatty())[0]
+
+    return text_of

@@ -1,0 +1,114 @@
+"""Continual fine-tuning grows the champion without disturbing it; the gate promotes a better
+challenger and refuses worse or unchanged ones, with reasons, recorded in MLflow and a report."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import continual_data as c
+import numpy as np
+import pytest
+import torch
+
+from components.config import TrackingConfig
+from components.continual.finetune import continual_finetune, grow_model, replay_users
+from components.continual.gate import compare, decide, record
+from components.continual.windows import grow_ids, grow_items, holdout_split, on_catalog
+from components.models.scoring import RecloopScorer
+
+
+@pytest.fixture(scope="module")
+def window():
+    """Window 0 (2015) on the grown catalog, the guard set on it, and the grown text vectors."""
+    base, champion = c.base(), c.champion()
+    w = c.window(0)
+    items = grow_items(base.items, c.movies(), grow_ids(champion.item_ids, w["item_id"]))
+    data = holdout_split(items, c.history(base), w, base.users)
+    return data, on_catalog(base, items, data.users), c.text(items)
+
+
+def gate(data, guard, text, challenger, cfg=c.CONTINUAL, champion=None):
+    champion = RecloopScorer(grow_model(champion or c.champion(), data, text), "champion").fit(data)
+    return compare(champion, RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg)
+
+
+def test_grow_appends_new_items_and_keeps_old_rows_exactly(window):
+    data, _, text = window
+    champion = c.champion()
+    n_old = len(champion.item_ids)
+    grown = grow_model(champion, data, text)
+    assert grown.item_ids[:n_old] == champion.item_ids and len(grown.item_ids) == data.n_items > n_old
+    old_tower, tower = champion.model.tower, grown.model.tower
+    assert torch.equal(tower.id_embedding.weight[:n_old], old_tower.id_embedding.weight)
+    for name in ("text", "has_text", "attributes"):
+        assert torch.equal(getattr(tower, name)[:n_old], getattr(old_tower, name))
+    with torch.no_grad():
+        assert torch.equal(grown.model.catalog()[:n_old], champion.model.catalog())
+        # A new item starts where its text and genres place it: no ID contribution yet.
+        assert torch.equal(tower.id_embedding.weight[n_old:], torch.zeros_like(tower.id_embedding.weight[n_old:]))
+        assert bool(tower.has_text[n_old:].all())
+        # An ID is used once the item has training interactions (one only ever appears as a target).
+        trained = torch.from_numpy(data.item_popularity()[n_old:] > 0)
+        assert torch.equal(tower.has_id[n_old:], trained) and bool(trained.any())
+
+
+def test_replay_takes_window_users_and_a_seeded_sample_of_older_ones(window):
+    data = window[0]
+    new = np.unique(data.test["user_idx"])
+    users = replay_users(data, 1.0, seed=0)
+    assert set(new) <= set(users) and len(users) == 2 * len(new)
+    assert np.array_equal(users, replay_users(data, 1.0, seed=0))
+    assert np.array_equal(replay_users(data, 0.0, seed=0), new)
+
+
+def test_gate_promotes_a_challenger_fine_tuned_on_the_window(window, tmp_path):
+    data, guard, text = window
+    weak = c.weak_champion()
+    challenger, result = continual_finetune(weak, data, text, c.CONTINUAL, c.TINY_FINETUNE, seed=0)
+    decision = gate(data, guard, text, challenger, champion=weak)
+    assert decision.promote, decision.reasons
+    assert decision.window["challenger"] > 2 * decision.window["champion"]
+    assert decision.window["targets"] == data.test["user_idx"].nunique()
+    assert result.epochs == c.CONTINUAL.epochs
+
+    decision.run = "w0"
+    tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = record(decision, tmp_path / "reports", tracking, "continual-test", {"window": 0})
+    saved = json.loads(path.read_text())
+    assert saved["promote"] and saved["gain"] == pytest.approx(decision.gain)
+    assert "Promoted" in (tmp_path / "reports" / "w0.md").read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking.uri)
+    run = client.search_runs([client.get_experiment_by_name("continual-test").experiment_id])[0]
+    assert run.data.tags["gate.decision"] == "promote"
+    assert run.data.metrics["window_challenger"] == pytest.approx(decision.window["challenger"])
+
+
+def test_gate_refuses_a_challenger_trained_on_shuffled_items(window):
+    data, guard, text = window
+    train = data.train.assign(item_idx=np.random.default_rng(0).permutation(data.train["item_idx"].to_numpy()))
+    challenger, _ = continual_finetune(c.champion(), replace(data, train=train), text, c.CONTINUAL,
+                                       c.TINY_FINETUNE, seed=0)
+    decision = gate(data, guard, text, challenger)
+    assert not decision.promote
+    assert decision.gain < 0 and decision.guard["challenger"] < decision.guard["champion"]
+    assert any("not more than the required gain" in r for r in decision.reasons)
+
+
+def test_gate_refuses_a_challenger_that_learned_nothing(window):
+    data, guard, text = window
+    still = c.CONTINUAL.model_copy(update={"lr_scale": 1e-9})
+    challenger, _ = continual_finetune(c.champion(), data, text, still, c.TINY_FINETUNE, seed=0)
+    decision = gate(data, guard, text, challenger, still)
+    assert not decision.promote
+    assert decision.gain == pytest.approx(0.0, abs=1e-6)
+    assert any("not more than the required gain" in r for r in decision.reasons)
+
+
+def test_decide_checks_both_margins():
+    cfg = c.CONTINUAL.model_copy(update={"min_gain": 0.01, "max_forgetting": 0.02})
+    guard = {"champion": 0.30, "challenger": 0.29}
+    assert decide({"champion": 0.10, "challenger": 0.12}, guard, cfg).promote
+    assert not decide({"champion": 0.10, "challenger": 0.105}, guard, cfg).promote
+    assert not decide({"champion": 0.10, "challenger": 0.20}, {"champion": 0.30, "challenger": 0.27}, cfg).promote
