@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from components.atomic import staged_dir
 from components.errors import RecloopError
 from components.models.model import Recloop, RecloopConfig
 from components.models.vocab import Vocab
@@ -42,10 +40,7 @@ class TrainedModel:
 
 def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
     """Write every file into a fresh folder beside `out_dir`, then swap it in: never half a model."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-new-"))
-    try:
+    with staged_dir(out_dir) as tmp:
         model = trained.model.eval()
         torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=1))
@@ -54,16 +49,6 @@ def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
         with torch.no_grad():
             np.save(tmp / ITEM_VECTORS_FILE, model.catalog().numpy().astype(np.float32))
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
-            os.replace(out_dir, old / "x")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_trained(model_dir: Path) -> TrainedModel:
