@@ -1,6 +1,7 @@
 """Serving load benchmark: `recommend` against a trivial BentoML endpoint, same settings, same run, localhost only.
 
     .venv/bin/python bench/serve_load.py [--seconds 60] [--connections 32] [--work bench/work]
+                                         [--results bench/results/serving]
 
 1. Prepares (once; cached in --work) a served model the way the pipeline makes one: ingest,
    validate, split and featurize the embedded MovieLens data with params.yaml, fine-tune from
@@ -11,10 +12,11 @@
    trivial, recommend, recommend, trivial (known users, cycling through every user). With
    --adhoc-seconds, also `recommend` for ad-hoc histories (each user's last 20 training items, no
    user_id), where the encoder runs in every request.
-3. Prints a Markdown table and writes --work/serve_load.json: requests/s, latency percentiles
-   (the worst run's), errors (non-2xx, socket errors, timeouts), the server's CPU time per request
-   (steadier than requests/s when other work shares the machine), the serving processes' peak
-   resident memory, and the machine's load average before each run.
+3. Prints a Markdown table and writes --results/serve_load-<UTC time>.json (one file per run):
+   requests/s, latency percentiles (the worst run's), errors (non-2xx, socket errors, timeouts),
+   the server's CPU time per request (steadier than requests/s when other work shares the
+   machine), the peak resident memory of the serving processes (BentoML's arbiter and the worker
+   together, and the worker alone), and the machine's load average around each run.
 
 Needs wrk (`apt-get install -y wrk`). Every request goes to 127.0.0.1; each run stops after --seconds.
 """
@@ -53,10 +55,10 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('RESULT {"requests": %%d, "seconds": %%.3f, "status_errors": %%d, "connect_errors": %%d, '
     .. '"read_errors": %%d, "write_errors": %%d, "timeouts": %%d, "p50_ms": %%.2f, "p90_ms": %%.2f, '
-    .. '"p99_ms": %%.2f, "max_ms": %%.2f, "mean_ms": %%.2f}\\n',
+    .. '"p95_ms": %%.2f, "p99_ms": %%.2f, "max_ms": %%.2f, "mean_ms": %%.2f}\\n',
     summary.requests, summary.duration / 1e6, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    latency.max / 1000, latency.mean / 1000))
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, latency.mean / 1000))
 end
 """
 
@@ -102,6 +104,13 @@ def prepare(params: Params, epochs: int) -> None:
     print(import_champion(params.registry).describe(), flush=True)
 
 
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -118,7 +127,8 @@ class Served:
             self.process = subprocess.Popen([str(BENTOML), "serve", target, "--host", "127.0.0.1",
                                              "--port", str(self.port)], cwd=REPO, env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        self.peak_rss = 0
+        self.peak_rss = 0  # the whole tree: BentoML's arbiter and the worker
+        self.peak_worker_rss = 0  # the largest child: the worker process that serves
         self._stop = threading.Event()
 
     def wait_ready(self, timeout: float = 300) -> None:
@@ -141,13 +151,14 @@ class Served:
     def watch_memory(self) -> threading.Thread:
         def sample() -> None:
             while not self._stop.wait(0.5):
-                total = 0
+                sizes = []
                 for p in self.tree():
                     try:
-                        total += p.memory_info().rss
+                        sizes.append(p.memory_info().rss)
                     except psutil.NoSuchProcess:
-                        pass
-                self.peak_rss = max(self.peak_rss, total)
+                        sizes.append(0)
+                self.peak_rss = max(self.peak_rss, sum(sizes))
+                self.peak_worker_rss = max(self.peak_worker_rss, max(sizes[1:], default=0))
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
@@ -221,9 +232,9 @@ def combine(name: str, runs: list[dict], server: Served) -> dict:
     requests, seconds = sum(r["requests"] for r in runs), sum(r["seconds"] for r in runs)
     return {"name": name, "rps": requests / seconds, "requests": requests, "seconds": seconds,
             "errors": sum(r["errors"] for r in runs), "runs": len(runs),
-            **{k: max(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")},
+            **{k: max(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")},
             "server_cpu_ms_per_request": sum(r["server_cpu_ms_per_request"] * r["requests"] for r in runs) / requests,
-            "peak_rss_mb": server.peak_rss / 2**20,
+            "peak_rss_mb": server.peak_rss / 2**20, "peak_worker_rss_mb": server.peak_worker_rss / 2**20,
             "load": [round(r["load_before"], 1) for r in runs] + [round(runs[-1]["load_after"], 1)]}
 
 
@@ -236,6 +247,7 @@ def main() -> None:
                         help="also measure ad-hoc histories (the encoder runs per request); 0: skip")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "serving")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get update && apt-get install -y wrk")
@@ -255,6 +267,8 @@ def main() -> None:
     recent = train.sort_values("timestamp").groupby("user_id")["item_id"].apply(lambda s: s.astype(str).tolist()[-20:])
     adhoc_bodies = [json.dumps({"history": items, "k": 10}) for items in recent]
     service = "components.serving.service:RecloopService"
+    started = time.gmtime()
+    load_start = os.getloadavg()
     servers: list[Served] = []
     try:
         trivial = start("bench.serve_load_trivial:Trivial", "/ping", '{"user_id": "1"}', env, args, work, "trivial")
@@ -275,16 +289,22 @@ def main() -> None:
             server.stop()
     results = [combine(name, found, trivial if name == "trivial" else recloop) for name, found in runs.items()]
     ratio = results[1]["rps"] / results[0]["rps"]
-    summary = {"seconds": args.seconds, "connections": args.connections, "cores": os.cpu_count(),
+    summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv),
+               "machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
+               "seconds": args.seconds, "connections": args.connections, "warmup": args.warmup,
                "ratio_recommend_to_trivial": ratio, "endpoints": results, "runs": runs}
-    (work / "serve_load.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print("\n| endpoint | runs x s | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU ms/req "
-          "| peak RSS MB | load avg |")
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"serve_load-{time.strftime('%Y-%m-%dT%H%M%SZ', started)}.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    print("\n| endpoint | runs x s | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | server CPU ms/req "
+          "| peak RSS MB (worker) | load avg |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['name']} | {r['runs']} x {r['seconds'] / r['runs']:.0f} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | "
-              f"{r['server_cpu_ms_per_request']:.2f} | {r['peak_rss_mb']:.0f} | {' / '.join(map(str, r['load']))} |")
+              f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | "
+              f"{r['server_cpu_ms_per_request']:.2f} | {r['peak_rss_mb']:.0f} ({r['peak_worker_rss_mb']:.0f}) | "
+              f"{' / '.join(map(str, r['load']))} |")
     cpu_ratio = results[0]["server_cpu_ms_per_request"] / results[1]["server_cpu_ms_per_request"]
     print(f"\nrecommend / trivial: throughput {ratio:.2f}, server CPU per request (inverse) {cpu_ratio:.2f}")
 

@@ -1,14 +1,14 @@
 """The yardstick for bench/serve_load.py: a BentoML endpoint that does nothing, with the service's own settings.
 
-Same workers and traffic settings as RecloopService, a small pydantic request and response, no
-model: what BentoML itself costs per request on this machine.
+Same workers, traffic settings and garbage-collector settling as RecloopService, a small pydantic
+request and response, no model: what BentoML itself costs per request on this machine.
 """
 from __future__ import annotations
 
 import bentoml
 from pydantic import BaseModel
 
-from components.serving.service import SERVER_SETTINGS
+from components.serving.service import SERVER_SETTINGS, settle_heap
 
 
 class Ping(BaseModel):
@@ -22,6 +22,9 @@ class Pong(BaseModel):
 
 @bentoml.service(name="trivial", **SERVER_SETTINGS)
 class Trivial:
+    def __init__(self) -> None:
+        settle_heap()
+
     @bentoml.api
     async def ping(self, request: Ping, /) -> Pong:
         return Pong(user_id=request.user_id)

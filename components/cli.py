@@ -85,21 +85,35 @@ def featurize(params: Params) -> None:
 @cli.command()
 @_stage
 def pretrain(params: Params) -> None:
-    """Self-supervised pretraining: next item over the catalog + ID/text alignment; resumes from a checkpoint."""
+    """Self-supervised pretraining: next item over the catalog + ID/text alignment; resumes from a checkpoint.
+
+    Under `torchrun --nproc_per_node N -m components.cli pretrain` it trains with DDP on N processes.
+    """
+    from components.training.distributed import process_group
     from components.training.pretrain import pretrain as run
 
-    click.echo(run(params.model, params.pretrain, params.tracking, params.paths.split, params.paths.features,
-                   params.paths.models, params.paths.reports, params.seed).describe())
+    with process_group(params.pretrain.device) as main:
+        summary = run(params.model, params.pretrain, params.tracking, params.paths.split, params.paths.features,
+                      params.paths.models, params.paths.reports, params.seed)
+    if main:
+        click.echo(summary.describe())
 
 
 @cli.command()
 @_stage
 def finetune(params: Params) -> None:
-    """Multi-task fine-tuning (retrieval, like, rating) from the pretrained weights; early stopping on NDCG@10."""
+    """Multi-task fine-tuning (retrieval, like, rating) from the pretrained weights; early stopping on NDCG@10.
+
+    Under `torchrun --nproc_per_node N -m components.cli finetune` it trains with DDP on N processes.
+    """
+    from components.training.distributed import process_group
     from components.training.finetune import finetune as run
 
-    click.echo(run(params.model, params.finetune, params.tracking, params.paths.split, params.paths.features,
-                   params.paths.models, params.paths.reports, params.seed).describe())
+    with process_group(params.finetune.device) as main:
+        summary = run(params.model, params.finetune, params.tracking, params.paths.split, params.paths.features,
+                      params.paths.models, params.paths.reports, params.seed)
+    if main:
+        click.echo(summary.describe())
 
 
 @cli.command()
@@ -270,3 +284,7 @@ def show_params(params: Params) -> None:
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # `python -m components.cli`, the form torchrun's -m launches
+    main()

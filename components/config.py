@@ -143,6 +143,7 @@ class TrainingConfig(Section):
     """What pretraining and fine-tuning share: the optimiser, batching, early stopping, resumption."""
 
     epochs: int = Field(30, ge=1)
+    # Sequences per optimiser step; under torchrun each of N ranks takes batch_size / N of them.
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -159,8 +160,12 @@ class TrainingConfig(Section):
     temperature: float = Field(0.07, gt=0)
     # null: one thread per available core.
     threads: int | None = Field(None, ge=1)
+    # auto: a CUDA GPU when there is one (the one of this rank's LOCAL_RANK under torchrun), else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     # Stop (as if interrupted) after this epoch, keeping the checkpoint; a rerun resumes from it.
     stop_after_epoch: int | None = Field(None, ge=1)
+    # Time budget: no new epoch starts once this many minutes have passed; the best epoch is kept.
+    max_minutes: float | None = Field(None, gt=0)
 
 
 class ExtraDataset(Section):
@@ -355,11 +360,17 @@ class MonitorConfig(Section):
 class ContinualConfig(Section):
     """Continual fine-tuning from the champion and the gate that decides whether the result replaces it."""
 
-    # Older users replayed per user of the new window (their latest sequence), against forgetting.
+    # Training sequences of older interactions replayed per sequence of new ones, against forgetting.
     replay_ratio: float = Field(1.0, ge=0)
-    # The fine-tune learning rate (finetune.lr) times this: small steps keep what the champion knows.
-    lr_scale: float = Field(0.3, gt=0)
-    epochs: int = Field(3, ge=1)
+    # The fine-tune learning rate (finetune.lr) times this. Measured on the replay (bench/continual.py):
+    # 1.0 and 6 epochs learn the window; 0.3 and 3 epochs left the champion nearly unchanged.
+    lr_scale: float = Field(1.0, gt=0)
+    epochs: int = Field(6, ge=1)
+    # The new window's latest interactions (this share, cut in time) are held out of training: the
+    # gate scores both models on them prequentially (each one a target, ranked from its user's
+    # earlier history), a seeded sample of at most max_window_targets.
+    holdout_share: float = Field(0.2, gt=0, le=1)
+    max_window_targets: int | None = Field(3000, ge=1)
     # Gate, in NDCG@10 (absolute): the challenger must beat the champion by min_gain on the new window
     # and lose at most max_forgetting on the guard set (the original test split).
     min_gain: float = 0.0

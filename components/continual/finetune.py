@@ -1,4 +1,4 @@
-"""Continual fine-tuning: warm-start from the champion, learn the new window plus a replay of older users.
+"""Continual fine-tuning: warm-start from the champion, learn the new window plus a replay of older data.
 
 The champion's catalog grows in place: its items keep their rows, new items are appended. Old ID
 rows and catalog buffers are copied bit for bit; a new item's ID row starts at zero, so it begins
@@ -19,7 +19,8 @@ from components.errors import RecloopError
 from components.models.artifacts import TrainedModel
 from components.models.catalog import check_text, item_attribute_codes
 from components.models.model import Recloop
-from components.models.sequences import training_rows
+from components.models.sequences import Sequences, TrainingRows, training_rows
+from components.models.vocab import Vocab
 from components.training.finetune import objective
 from components.training.loop import LoopResult, configure_torch
 from components.training.stage import run, validator
@@ -65,34 +66,50 @@ def grow_model(champion: TrainedModel, data: SplitData, text: np.ndarray) -> Tra
     return TrainedModel(model.eval(), champion.vocab, ids)
 
 
-def replay_users(data: SplitData, ratio: float, seed: int) -> np.ndarray:
-    """Users whose latest sequence is trained on: every user of the new window (those with a
-    `test` target) plus a seeded sample of `ratio` times as many older users.
+def continual_rows(data: SplitData, vocab: Vocab, max_len: int, since: int, ratio: float, seed: int,
+                   finetune: FinetuneConfig) -> TrainingRows:
+    """What the challenger learns: every training sequence (`max_len + 1` interactions, cut from each
+    user's end as full training cuts them) that predicts an interaction at or after `since`, plus a
+    seeded sample of `ratio` times as many sequences of older interactions only (replay).
     """
-    new = np.unique(data.test["user_idx"].to_numpy())
-    older = np.setdiff1d(np.unique(data.train["user_idx"].to_numpy()), new)
-    take = min(len(older), round(ratio * len(new)))
-    replay = np.random.default_rng(seed).choice(older, take, replace=False) if take else np.zeros(0, np.int64)
-    return np.sort(np.concatenate([new, replay]))
+    rows = training_rows(data, vocab, max_len, "all", finetune.like_threshold, finetune.like_events)
+    users = rows.sequences.users.numpy()
+    index = np.arange(len(users))
+    first = np.ones(len(users), bool)
+    first[1:] = users[1:] != users[:-1]
+    # A user's rows run from the latest back: row `back` predicts the interactions
+    # back * max_len .. (back + 1) * max_len - 1 counted from the user's end, and new ones are the latest.
+    back = index - np.maximum.accumulate(np.where(first, index, 0))
+    train = data.train
+    fresh = np.bincount(train["user_idx"].to_numpy()[train["timestamp"].to_numpy() >= since], minlength=data.n_users)
+    new = back * max_len < fresh[users]
+    if not new.any():
+        raise RecloopError("the window leaves nothing to learn before its held-out part: it needs more "
+                           "interactions, or a lower continual.holdout_share")
+    older = np.flatnonzero(~new)
+    replay = np.random.default_rng(seed).choice(older, min(len(older), round(ratio * new.sum())), replace=False)
+    keep = torch.from_numpy(np.sort(np.concatenate([np.flatnonzero(new), replay])))
+    seq = rows.sequences
+    return TrainingRows(Sequences({name: f[keep] for name, f in seq.features.items()}, seq.users[keep],
+                                  seq.lengths[keep], seq.profile[keep]), rows.likes[keep], rows.ratings[keep])
 
 
 def continual_finetune(champion: TrainedModel, data: SplitData, text: np.ndarray, cfg: ContinualConfig,
-                       finetune: FinetuneConfig, seed: int, tracker: Tracker | None = None
+                       finetune: FinetuneConfig, seed: int, *, since: int, tracker: Tracker | None = None
                        ) -> tuple[TrainedModel, LoopResult]:
-    """The challenger: the champion grown to `data`'s catalog and fine-tuned on the window and a replay.
+    """The challenger: the champion grown to `data`'s catalog and fine-tuned on what is new and a replay.
 
-    `data` is a `holdout_split`: its `test` targets are held out for the gate, `valid` picks the
-    best epoch. Each chosen user contributes one sequence, their latest `max_len + 1` interactions,
-    so training follows what is new; the learning rate is `finetune.lr * cfg.lr_scale`.
+    `data` is a `holdout_split`: its `test` (the window's latest interactions) is held out for the
+    gate, `valid` picks the best epoch; training interactions at or after `since` are new (see
+    `continual_rows`): the window's start, or earlier where the champion has not learned some
+    interactions (a refused challenger's window). The learning rate is `finetune.lr * cfg.lr_scale`.
     """
     configure_torch(finetune.threads, seed)
     challenger = grow_model(champion, data, text)
-    users = replay_users(data, cfg.replay_ratio, seed)
-    train = data.train[data.train["user_idx"].isin(users)]
-    rows = training_rows(replace(data, train=train), challenger.vocab, challenger.model.config.max_len, "last",
-                         finetune.like_threshold, finetune.like_events)
+    rows = continual_rows(data, challenger.vocab, challenger.model.config.max_len, since, cfg.replay_ratio, seed,
+                          finetune)
     loop_cfg = finetune.model_copy(update={"lr": finetune.lr * cfg.lr_scale, "epochs": cfg.epochs,
-                                           "patience": cfg.epochs, "windows": "last", "stop_after_epoch": None})
+                                           "patience": cfg.epochs, "windows": "all", "stop_after_epoch": None})
     validate = validator(challenger, data, heads=(finetune.like_threshold, finetune.like_events))
     result = run(challenger, data, rows, objective(finetune), loop_cfg, seed, validate=validate,
                  tracker=tracker, desc="continual")

@@ -2,9 +2,11 @@
 forgotten what was old.
 
 Both models are scored by the evaluator (full ranking, seen items filtered) on the same catalog:
-the new window's held-out targets (each window user's last interaction, history = everything
-before it) and the guard set (the original test split), a forgetting check. The decision and its
-numbers go to MLflow (params, metrics, tags) and to `reports/continual/<run>.json` and `.md`.
+the new window's held-out latest interactions, prequentially (every one a target ranked from its
+user's earlier history, up to `max_window_targets` of them, so that a few hits do not decide), and
+the guard set (the original test split), a forgetting check. The gain's standard error (a paired
+bootstrap over users) is reported beside it. The decision and its numbers go to MLflow (params,
+metrics, tags) and to `reports/continual/<run>.json` and `.md`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from components.config import ContinualConfig, TrackingConfig
 from components.data.dataset import SplitData
 from components.evaluation.evaluator import evaluate_ranking
+from components.evaluation.prequential import bootstrap_se, prequential_split, score
 from components.evaluation.protocol import Recommender
 
 METRIC = "ndcg@10"
@@ -29,7 +32,7 @@ class GateDecision:
 
     promote: bool
     reasons: list[str]
-    window: dict[str, float]  # {"champion": .., "challenger": .., "targets": ..}
+    window: dict[str, float]  # {"champion": .., "challenger": .., "targets": .., "users": .., "gain_se": ..}
     guard: dict[str, float]
     min_gain: float
     max_forgetting: float
@@ -62,8 +65,9 @@ def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConf
     loss = guard["champion"] - guard["challenger"]
     better = gain > cfg.min_gain
     kept = loss <= cfg.max_forgetting
+    noise = f" ± {window['gain_se']:.4f}" if "gain_se" in window else ""
     reasons = [
-        (f"new window: {'+' if gain >= 0 else ''}{gain:.4f} {METRIC} "
+        (f"new window: {'+' if gain >= 0 else ''}{gain:.4f}{noise} {METRIC} "
          f"({'more' if better else 'not more'} than the required gain {cfg.min_gain:g})"),
         (f"guard set: {'-' if loss >= 0 else '+'}{abs(loss):.4f} {METRIC} "
          f"({'within' if kept else 'beyond'} the forgetting tolerance {cfg.max_forgetting:g})"),
@@ -78,12 +82,17 @@ def ndcg(model: Recommender, data: SplitData, users: np.ndarray | None = None) -
 
 
 def compare(champion: Recommender, challenger: Recommender, window: SplitData, guard: SplitData,
-            cfg: ContinualConfig, guard_users: np.ndarray | None = None) -> GateDecision:
-    """Score both (already fitted) models on the window holdout and the guard set, then `decide`."""
-    scores = {}
-    for name, data, users in (("window", window, None), ("guard", guard, guard_users)):
-        (a, n), (b, _) = ndcg(champion, data, users), ndcg(challenger, data, users)
-        scores[name] = {"champion": a, "challenger": b, "targets": float(n)}
+            cfg: ContinualConfig, guard_users: np.ndarray | None = None, seed: int = 0) -> GateDecision:
+    """Score both (already fitted) models on the window's held-out `test` (prequentially) and on the
+    guard set, then `decide`.
+    """
+    split = prequential_split(window, cfg.max_window_targets, seed)
+    a, b = score(champion, split, seed=seed), score(challenger, split, seed=seed)
+    scores = {"window": {"champion": a.ndcg, "challenger": b.ndcg, "targets": float(a.targets),
+                         "users": float(a.users),
+                         "gain_se": bootstrap_se(b.per_target - a.per_target, split.user_of, seed=seed)}}
+    (a_guard, n), (b_guard, _) = ndcg(champion, guard, guard_users), ndcg(challenger, guard, guard_users)
+    scores["guard"] = {"champion": a_guard, "challenger": b_guard, "targets": float(n)}
     return decide(scores["window"], scores["guard"], cfg)
 
 

@@ -145,15 +145,17 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
     history = history[(marked["_merge"] == "left_only").to_numpy()]
     grown = grow_items(items, _catalog(params), grow_ids(champion.item_ids, pd.concat([history["item_id"],
                                                                                        rows["item_id"]])))
-    data = holdout_split(grown, history, rows.drop(columns=["split"], errors="ignore"), users)
+    data = holdout_split(grown, history, rows.drop(columns=["split"], errors="ignore"), users, cfg.holdout_share)
     f = params.featurize
     text = cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir)(data.items)
-    challenger, result = continual_finetune(champion, data, text, cfg, params.finetune, params.seed)
+    challenger, result = continual_finetune(champion, data, text, cfg, params.finetune, params.seed,
+                                            since=int(rows["timestamp"].min()))
 
     guard = on_catalog(SplitData.load(params.paths.split), data.items, data.users)
     guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, params.seed)
     decision = compare(RecloopScorer(grow_model(champion, data, text), "champion").fit(data),
-                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users)
+                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users,
+                       params.seed)
     decision.run = run
     decision.extra = {"window": str(window), "source": source, "trigger": trigger or {},
                       "train_seconds": round(result.seconds, 1), "epochs": result.epochs}

@@ -18,11 +18,12 @@ import pandas as pd
 
 from components.config import ContinualConfig, FinetuneConfig, ModelConfig, MonitorConfig, PretrainConfig, SimulateConfig
 from components.continual.finetune import continual_finetune, grow_model
-from components.continual.gate import GateDecision, compare, ndcg
+from components.continual.gate import GateDecision, compare
 from components.continual.windows import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
 from components.data.dataset import SplitData
 from components.data.windows import SECONDS_PER_DAY, cutoff_seconds
 from components.errors import RecloopError
+from components.evaluation.prequential import prequential_split, score
 from components.models.artifacts import TrainedModel
 from components.models.scoring import RecloopScorer
 
@@ -47,6 +48,7 @@ class WindowStep:
     promoted: bool = False
     gate_reasons: list[str] = field(default_factory=list)
     train_seconds: float = 0.0
+    targets: int = 0  # held-out interactions the NDCG@10 values are measured on
 
     def describe(self) -> str:
         head = (f"window {self.index} {self.start[:10]}..{self.end[:10]}: {self.interactions:,} interactions, "
@@ -54,11 +56,12 @@ class WindowStep:
         lines = [head, f"  monitor: {'DRIFT' if self.drift else 'no drift'}"
                  + "".join(f"\n    - {r}" for r in self.drift_reasons)]
         if not self.retrained:
-            lines.append(f"  not retrained; champion NDCG@10 {self.champion_ndcg:.4f}")
+            lines.append(f"  not retrained; champion NDCG@10 {self.champion_ndcg:.4f} "
+                         f"on {self.targets} held-out targets")
             return "\n".join(lines)
         verdict = "PROMOTED" if self.promoted else "REFUSED"
         lines.append(f"  retrained in {self.train_seconds:.1f}s: champion NDCG@10 {self.champion_ndcg:.4f} vs "
-                     f"challenger {self.challenger_ndcg:.4f} -> {verdict}")
+                     f"challenger {self.challenger_ndcg:.4f} on {self.targets} held-out targets -> {verdict}")
         lines += [f"    - {r}" for r in self.gate_reasons]
         return "\n".join(lines)
 
@@ -117,8 +120,9 @@ def _iso(seconds: int) -> str:
     return pd.Timestamp(seconds, unit="s", tz="UTC").isoformat()
 
 
-def _drift(monitor_cfg: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame, work: Path, k: int,
-           seed: int) -> tuple[bool, list[str]]:
+def _drift(monitor_cfg: MonitorConfig, reference: pd.DataFrame, current: pd.DataFrame, items: pd.DataFrame,
+           text: np.ndarray, work: Path, k: int, seed: int) -> tuple[bool, list[str]]:
+    """The monitor's verdict on window `k`, with the catalog's text vectors for text-embedding drift."""
     from components.monitoring.monitor import monitor
 
     folder = work / "windows"
@@ -128,7 +132,11 @@ def _drift(monitor_cfg: MonitorConfig, reference: pd.DataFrame, current: pd.Data
         path = folder / f"{name}.parquet"
         frame.drop(columns=["user_idx", "item_idx"], errors="ignore").to_parquet(path, index=False)
         paths.append(path)
-    verdict = monitor(monitor_cfg, paths[0], paths[1], work / "monitoring", seed=seed).verdict
+    items_path, vectors_path = folder / "items.parquet", folder / "item_text.npy"
+    items[["item_id"]].to_parquet(items_path, index=False)
+    np.save(vectors_path, text)
+    verdict = monitor(monitor_cfg, paths[0], paths[1], work / "monitoring", item_vectors=vectors_path,
+                      items=items_path, seed=seed).verdict
     return verdict.drift, list(verdict.reasons)
 
 
@@ -159,13 +167,14 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
 
     steps: list[WindowStep] = []
     history = past
+    learned = stream.cutoff  # the champion has learned every interaction before this
     for k, w_start, w_end, rows in stream.windows(cfg.max_windows):
         known = len(champion.item_ids)
         items = grow_items(items.iloc[:known], catalog,
                            grow_ids(champion.item_ids, pd.concat([history["item_id"], rows["item_id"]])))
-        data = holdout_split(items, history, rows, base.users)
+        data = holdout_split(items, history, rows, base.users, continual.holdout_share)
         text = text_of(items)
-        drift, reasons = _drift(monitor_cfg, history, rows, work_dir, k, seed)
+        drift, reasons = _drift(monitor_cfg, history, rows, items, text, work_dir, k, seed)
         grown = grow_model(champion, data, text)
         step = WindowStep(k, _iso(w_start), _iso(w_end), len(rows), rows["user_id"].nunique(),
                           len(items) - known, drift, reasons, retrained=drift or cfg.retrain == "always",
@@ -174,16 +183,21 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
             guard = on_catalog(base, items, data.users)
             guard_users = sample_users(guard.test["user_idx"].to_numpy(), continual.max_guard_users, seed)
             t0 = time.perf_counter()
-            challenger, _ = continual_finetune(champion, data, text, continual, finetune, seed)
+            # After refusals (or windows without drift) the challenger catches up on all of them.
+            challenger, _ = continual_finetune(champion, data, text, continual, finetune, seed, since=learned)
             step.train_seconds = time.perf_counter() - t0
             decision: GateDecision = compare(RecloopScorer(grown, "champion").fit(data),
                                              RecloopScorer(challenger, "challenger").fit(data),
-                                             data, guard, continual, guard_users)
+                                             data, guard, continual, guard_users, seed)
             step.champion_ndcg, step.challenger_ndcg = decision.window["champion"], decision.window["challenger"]
+            step.targets = int(decision.window["targets"])
             step.promoted, step.gate_reasons = decision.promote, decision.reasons
-            champion = challenger if decision.promote else champion
+            if decision.promote:  # the window's held-out part is still to learn
+                champion, learned = challenger, int(data.test["timestamp"].min())
         else:
-            step.champion_ndcg = ndcg(RecloopScorer(grown, "champion").fit(data), data)[0]
+            held_out = prequential_split(data, continual.max_window_targets, seed)
+            step.champion_ndcg = score(RecloopScorer(grown, "champion").fit(data), held_out, seed=seed).ndcg
+            step.targets = len(held_out.user_of)
         steps.append(step)
         if on_window is not None:
             on_window(step)

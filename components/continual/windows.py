@@ -1,11 +1,14 @@
 """A new window of interactions as the continual loop sees it: a grown catalog and held-out targets.
 
 The catalog only ever grows: the champion's items keep their rows (so its ID embeddings stay where
-they are) and items first seen since are appended after them. Users work the same way. In the new
-window each user's last interaction is the held-out target (`test`) and, when the user has another
-one in the window, the one before it validates (`valid`); everything earlier is history (`train`).
+they are) and items first seen since are appended after them. Users work the same way. The new
+window's latest interactions (a share, by time) are held out as the gate's targets (`test`, scored
+prequentially); of the earlier ones each user's last validates (`valid`) and the rest join the
+history (`train`).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -45,25 +48,32 @@ def grow_items(known: pd.DataFrame, catalog: pd.DataFrame | None, ids: pd.Index)
 
 
 def holdout_split(items: pd.DataFrame, history: pd.DataFrame, window: pd.DataFrame,
-                  users: pd.DataFrame | None = None) -> SplitData:
-    """History plus `window` as a split whose targets are the window users' last interactions.
+                  users: pd.DataFrame | None = None, holdout_share: float = 0.2) -> SplitData:
+    """History plus `window` as a split whose `test` is the window's latest `holdout_share` of interactions.
 
+    The cut is in time, not per user, so that nothing trained on comes after a target (interactions
+    of one second stay on one side); `holdout_share=1` holds out the whole window. Of the earlier
+    window interactions each user's last is `valid`, the rest is `train` with `history`.
     `items` must hold every item of `history` and `window` (see `grow_items`); users are `users`
     (their order kept) followed by the new ones.
     """
+    if not 0 < holdout_share <= 1:
+        raise ValueError(f"holdout_share must be in (0, 1], got {holdout_share}")
     window = window.assign(user_id=window["user_id"].astype(str), item_id=window["item_id"].astype(str))
     history = history.assign(user_id=history["user_id"].astype(str), item_id=history["item_id"].astype(str))
     known_users = [] if users is None else users["user_id"].astype(str).tolist()
     user_ids = grow_ids(known_users, pd.concat([history["user_id"], window["user_id"]]))
     user_table = (users.assign(user_id=users["user_id"].astype(str)).set_index("user_id").reindex(user_ids)
                   .rename_axis("user_id").reset_index() if users is not None else pd.DataFrame({"user_id": user_ids}))
-    window = window.sort_values(["user_id", "timestamp"], kind="stable")
-    from_end = window.groupby("user_id").cumcount(ascending=False).to_numpy()
+    ts = window["timestamp"].to_numpy(np.int64)
+    held = ts >= np.sort(ts)[-math.ceil(holdout_share * len(ts))] if len(ts) else np.zeros(0, bool)
+    early = window[~held].sort_values(["user_id", "timestamp"], kind="stable")
+    last = early.groupby("user_id").cumcount(ascending=False).to_numpy() == 0
     parts = [c for c in window.columns if c != "split"]
     return SplitData.from_frames(items, user_table,
-                                 pd.concat([history[[c for c in parts if c in history]], window[from_end >= 2][parts]],
+                                 pd.concat([history[[c for c in parts if c in history]], early[~last][parts]],
                                            ignore_index=True),
-                                 window[from_end == 1][parts], window[from_end == 0][parts])
+                                 early[last][parts], window[held][parts])
 
 
 def leave_last_out(items: pd.DataFrame, interactions: pd.DataFrame, min_interactions: int = 3) -> SplitData:

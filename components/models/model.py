@@ -18,7 +18,7 @@ with log-Q correction for very large catalogs), like probability and rating, bot
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,11 @@ class Negatives:
 
     items: torch.Tensor  # (K,) item_idx
     log_q: torch.Tensor  # (n_items,)
+
+
+def to_device(batch: SequenceBatch | Targets, device: torch.device) -> SequenceBatch | Targets:
+    """The same batch with every tensor on `device` (batches are built on the CPU)."""
+    return type(batch)(**{f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in fields(batch)})
 
 
 class ItemTower(nn.Module):

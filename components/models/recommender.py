@@ -31,13 +31,15 @@ class RecloopRecommender:
     """Trains recloop on `data.train` in `fit`: pretraining (unless `pretrain` is None), then fine-tuning."""
 
     def __init__(self, model: ModelConfig, pretrain: PretrainConfig | None, finetune: FinetuneConfig,
-                 item_text: np.ndarray | None = None, seed: int = 42, name: str = "recloop"):
+                 item_text: np.ndarray | None = None, seed: int = 42, name: str = "recloop",
+                 curve_stage: str | None = None):
         self.model = model
         self.pretrain = pretrain
         self.finetune = finetune
         self.item_text = item_text
         self.seed = seed
         self.name = name
+        self.curve_stage = curve_stage
 
     def fit(self, data: SplitData) -> RecloopRecommender:
         from components.training.finetune import finetune_model
@@ -50,10 +52,12 @@ class RecloopRecommender:
                                    "or set model.use_text=false")
             text = np.zeros((data.n_items, 1), np.float32)  # nothing to read; keeps the tower's shapes
         pretrained: TrainedModel | None = None
+        self.pretrain_result_ = None
         if self.pretrain is not None:
-            pretrained, _ = pretrain_model(data, text, self.model, self.pretrain, self.seed)
+            pretrained, self.pretrain_result_ = pretrain_model(data, text, self.model, self.pretrain, self.seed,
+                                                               curve_stage=self.curve_stage)
         self.trained_, self.result_ = finetune_model(data, text, self.finetune, self.seed, pretrained=pretrained,
-                                                     knobs=self.model)
+                                                     knobs=self.model, curve_stage=self.curve_stage)
         self.scorer_ = RecloopScorer(self.trained_, self.name).fit(data)
         return self
 
@@ -62,7 +66,7 @@ class RecloopRecommender:
 
 
 def variant(name: str, model: ModelConfig, pretrain: PretrainConfig, finetune: FinetuneConfig,
-            item_text: np.ndarray | None, seed: int = 42) -> RecloopRecommender:
+            item_text: np.ndarray | None, seed: int = 42, curve_stage: str | None = None) -> RecloopRecommender:
     """An ablation by name: recloop, recloop-id-only, recloop-text-only, recloop-no-pretrain, recloop-single-task."""
     if name not in VARIANTS:
         raise RecloopError(f"unknown recloop variant {name!r}; known: {', '.join(VARIANTS)}")
@@ -70,7 +74,7 @@ def variant(name: str, model: ModelConfig, pretrain: PretrainConfig, finetune: F
     model = model.model_copy(update=model_changes)
     finetune = finetune.model_copy(update={**finetune_changes, "init": "pretrained" if pretrain_on else "scratch"})
     return RecloopRecommender(model, pretrain if pretrain_on else None, finetune,
-                              item_text if model.use_text else None, seed, name)
+                              item_text if model.use_text else None, seed, name, curve_stage)
 
 
 # name -> (model params changed, pretrain or not, finetune params changed)

@@ -8,6 +8,7 @@ import torch
 from components.data.dataset import SplitData
 from components.errors import RecloopError
 from components.models.artifacts import TrainedModel
+from components.models.model import to_device
 from components.models.sequences import Sequences, history_sequences
 
 
@@ -50,9 +51,10 @@ class RecloopScorer:
         with torch.no_grad():
             if self.table_ is None:
                 self.table_ = model.catalog()
-            states = torch.cat([model.last_states(histories.batch(chunk), self.table_)
+            device = self.table_.device
+            states = torch.cat([model.last_states(to_device(histories.batch(chunk), device), self.table_)
                                 for chunk in rows.split(self.batch_size)])
-            return states @ self.table_.T
+            return (states @ self.table_.T).cpu()
 
     def head_predictions(self, data: SplitData, stage: str) -> pd.DataFrame:
         """Like probability and predicted rating of each `stage` target (user_idx, item_idx), in target order."""
@@ -63,10 +65,11 @@ class RecloopScorer:
         items = torch.from_numpy(targets["item_idx"].to_numpy(np.int64))
         likes, ratings = [], []
         with torch.no_grad():
+            device = model.tower.text.device
             for u, i in zip(users.split(self.batch_size), items.split(self.batch_size)):
-                like, rating = model.pair_predictions(histories.batch(u), i)
-                likes.append(like)
-                ratings.append(rating)
+                like, rating = model.pair_predictions(to_device(histories.batch(u), device), i.to(device))
+                likes.append(like.cpu())
+                ratings.append(rating.cpu())
         return pd.DataFrame({"user_idx": targets["user_idx"].to_numpy(), "item_idx": targets["item_idx"].to_numpy(),
                              "like": torch.cat(likes).numpy() if likes else np.zeros(0, np.float32),
                              "rating": torch.cat(ratings).numpy() if ratings else np.zeros(0, np.float32)})

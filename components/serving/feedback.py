@@ -13,6 +13,8 @@ process and a power cut. A single writer thread commits whatever is queued in on
 returns only after the commit, which is what lets the feedback endpoint acknowledge an event.
 Served impressions are queued untracked: logging never slows a recommendation down, and they
 wait up to `linger` seconds to share a commit (at most that much of them is lost in a crash).
+Each answer is queued as one compact JSON array and SQLite makes its rows in the writer thread:
+building ten row dicts per answer cost the event loop 5x more (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import pandas as pd
 
 from components.data.schema import INTERACTION_COLUMNS
 from components.errors import RecloopError
+from components.serving.schemas import RecommendResponse
 
 FEEDBACK_COLUMNS = ["request_id", "user_id", "item_id", "rank", "score", "like_prob", "timestamp", "event",
                     "value", "domain", "source", "model_version"]
@@ -55,6 +58,14 @@ CREATE TABLE IF NOT EXISTS feedback (
 _INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at) SELECT "
            + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(FEEDBACK_COLUMNS) + 1))
            + " FROM json_each(?)")
+# Served answers: one JSON array of [request_id, user_id, model_version, timestamp, domain, logged_at,
+# [[item_id, rank, score, like_prob], ...]], one impression row per item.
+_INSERT_SERVED = f"""INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at)
+SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[1]'), json_extract(i.value, '$[0]'),
+       json_extract(i.value, '$[1]'), json_extract(i.value, '$[2]'), json_extract(i.value, '$[3]'),
+       json_extract(a.value, '$[3]'), 'impression', 1.0, json_extract(a.value, '$[4]'), 'server',
+       json_extract(a.value, '$[2]'), json_extract(a.value, '$[5]')
+FROM json_each(?) AS a, json_each(a.value, '$[6]') AS i"""
 # Events that say the user liked the item, for turning the log into training interactions.
 POSITIVE_EVENTS = ("click", "like", "purchase", "add_to_cart")
 
@@ -75,9 +86,10 @@ class FeedbackLog:
         self.path = Path(path)
         self.max_batch = max_batch
         self.linger = linger
-        # (rows as a JSON fragment, row count, future or None). A deque, not a queue.Queue: appending
-        # wakes no one, so a served impression costs the event loop no thread hand-over.
-        self._pending: deque[tuple[str, int, Future | None]] = deque()
+        # (rows as a JSON fragment, row count, future), and served answers as JSON. Deques, not a
+        # queue.Queue: appending wakes no one, so a served answer costs the event loop no thread hand-over.
+        self._pending: deque[tuple[str, int, Future]] = deque()
+        self._served: deque[str] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -90,24 +102,28 @@ class FeedbackLog:
         self._thread.start()
         return self
 
-    def submit(self, rows: list[dict], track: bool = True) -> Future | None:
-        """Queue rows (dicts keyed by FEEDBACK_COLUMNS); the future resolves once they are committed.
-
-        Tracked rows wake the writer at once; untracked ones wait for its next round (`linger` s).
-        """
+    def submit(self, rows: list[dict]) -> Future:
+        """Queue rows (dicts keyed by FEEDBACK_COLUMNS) and wake the writer; the future resolves once
+        they are committed."""
         if self._thread is None:
             raise RuntimeError("FeedbackLog.submit called before open()")
-        done: Future | None = Future() if track else None
+        done: Future = Future()
         if not rows:
-            if done is not None:
-                done.set_result(None)
+            done.set_result(None)
             return done
         # Serialised here, by the caller: the writer thread then only joins strings, holding the GIL
         # for microseconds while the server's event loop wants it.
         self._pending.append((_json_rows(rows, time.time()), len(rows), done))
-        if done is not None:
-            self._wake.set()
+        self._wake.set()
         return done
+
+    def submit_served(self, answer: RecommendResponse, timestamp: int, domain: str | None) -> None:
+        """Queue the impressions of a served `recommend` answer, untracked: committed in the writer's
+        next round (`linger` s)."""
+        if self._thread is None:
+            raise RuntimeError("FeedbackLog.submit_served called before open()")
+        self._served.append(_json([answer.request_id, answer.user_id, answer.model_version, timestamp, domain,
+                                   time.time(), [[i.item_id, i.rank, i.score, i.like_prob] for i in answer.items]]))
 
     def append(self, rows: list[dict], timeout: float = 30.0) -> None:
         """Write rows and return only after they are durably committed."""
@@ -127,41 +143,53 @@ class FeedbackLog:
             self._wake.clear()
             stopping = self._stopping
             # Group commit: everything pending shares one transaction and one fsync.
-            while self._pending:
+            while self._pending or self._served:
                 batch, rows = [], 0
                 while self._pending and rows < self.max_batch:
                     batch.append(self._pending.popleft())
                     rows += batch[-1][1]
-                self._commit(conn, batch)
+                served = [self._served.popleft() for _ in range(min(len(self._served), self.max_batch))]
+                self._commit(conn, batch, served)
             if stopping:
                 break
         conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[str, int, Future | None]]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[tuple[str, int, Future]],
+                served: list[str]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_INSERT, ("[" + ",".join(fragment for fragment, _, _ in batch) + "]",))
+            if batch:
+                conn.execute(_INSERT, ("[" + ",".join(fragment for fragment, _, _ in batch) + "]",))
+            if served:
+                conn.execute(_INSERT_SERVED, ("[" + ",".join(served) + "]",))
             conn.execute("COMMIT")
         except Exception as e:  # a full disk or a locked file: fail the waiting requests, keep serving
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _, _, done in batch:
-                if done is not None:
-                    done.set_exception(e)
+                done.set_exception(e)
             return
         for _, _, done in batch:
-            if done is not None:
-                done.set_result(None)
+            done.set_result(None)
 
 
 def _json_rows(rows: list[dict], now: float) -> str:
-    """Rows as comma-separated JSON arrays in FEEDBACK_COLUMNS order (+ logged_at), NaN stored as NULL."""
-    values = [[row.get(c) for c in FEEDBACK_COLUMNS] + [now] for row in rows]
+    """Rows as comma-separated JSON arrays in FEEDBACK_COLUMNS order (+ logged_at)."""
+    return _json([[row.get(c) for c in FEEDBACK_COLUMNS] + [now] for row in rows])[1:-1]
+
+
+def _json(value: list) -> str:
+    """JSON with NaN and infinities as null (SQLite's JSON has neither)."""
     try:
-        return json.dumps(values, allow_nan=False)[1:-1]
-    except ValueError:  # SQLite's JSON has no NaN or infinity
-        return json.dumps([[None if isinstance(v, float) and not math.isfinite(v) else v for v in row]
-                           for row in values])[1:-1]
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value))
+
+
+def _finite(value):
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def read_feedback(path: Path | str, since: float | None = None) -> pd.DataFrame:

@@ -29,7 +29,6 @@ from components.serving.schemas import (
     Explanation,
     Filters,
     HistoryEvent,
-    RecommendedItem,
     RecommendRequest,
     RecommendResponse,
     RequestError,
@@ -193,18 +192,17 @@ class Recommender:
     def _answer(self, request: RecommendRequest, user_row: int | None, strategy: str, top: np.ndarray,
                 scores: np.ndarray, like: np.ndarray | None, history: np.ndarray,
                 unknown: list[str]) -> RecommendResponse:
-        # model_construct: these values are ours and already typed, validating them again costs more
-        # than the rest of a known user's answer.
+        # One validation of plain dicts: pydantic's compiled validator builds the 11 models in half the
+        # time that 11 Python-level model_construct calls take (22 vs 45 us).
         likes = [None] * len(top) if like is None else like.tolist()
-        out = [RecommendedItem.model_construct(
-                   item_id=self.ids[i], title=self.titles[i], rank=rank + 1, score=score,
-                   categories=self.categories[i], like_prob=like_prob,
-                   explanation=self._explain(strategy, i, history, score) if request.explain else None)
-               for rank, (i, score, like_prob) in enumerate(zip(top.tolist(), scores.tolist(), likes))]
-        return RecommendResponse.model_construct(
-            request_id=uuid.uuid4().hex, user_id=request.user_id, strategy=strategy,
-            known_user=user_row is not None, history_used=len(history), unknown_items=unknown,
-            model_version=self.version, items=out)
+        items = [{"item_id": self.ids[i], "title": self.titles[i], "rank": rank + 1, "score": score,
+                  "categories": self.categories[i], "like_prob": like_prob,
+                  "explanation": self._explain(strategy, i, history, score) if request.explain else None}
+                 for rank, (i, score, like_prob) in enumerate(zip(top.tolist(), scores.tolist(), likes))]
+        return RecommendResponse.model_validate({
+            "request_id": uuid.uuid4().hex, "user_id": request.user_id, "strategy": strategy,
+            "known_user": user_row is not None, "history_used": len(history), "unknown_items": unknown,
+            "model_version": self.version, "items": items})
 
     def similar_items(self, request: SimilarRequest) -> SimilarResponse:
         """Items like `item_id` (item-tower cosine), or matching `text` (language-model cosine)."""

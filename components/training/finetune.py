@@ -86,7 +86,8 @@ def transfer(pretrained: TrainedModel, data: SplitData, text: np.ndarray) -> Tra
 
 def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed: int, *,
                    pretrained: TrainedModel | None, knobs: ModelConfig | None = None, tracker: Tracker | None = None,
-                   checkpoint: Path | None = None, params: dict | None = None) -> tuple[TrainedModel, LoopResult]:
+                   checkpoint: Path | None = None, params: dict | None = None,
+                   curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult]:
     """Fine-tune `pretrained` on `data` (its shape and vocabulary carry over), or a fresh model from `knobs`."""
     configure_torch(cfg.threads, seed)  # fresh weights (new items' ID rows, or all) are part of what the seed fixes
     if pretrained is not None:
@@ -96,7 +97,7 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
         trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
     rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, cfg.like_threshold,
                          cfg.like_events)
-    validate = validator(trained, data, heads=(cfg.like_threshold, cfg.like_events))
+    validate = validator(trained, data, heads=(cfg.like_threshold, cfg.like_events), curve_stage=curve_stage)
     result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
                  checkpoint=checkpoint, params=params, desc="finetune")
     return trained, result

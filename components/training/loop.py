@@ -1,10 +1,12 @@
 """The one training loop: epochs over whole sequences, several weighted objectives, early stopping, resumption.
 
 Pretraining and fine-tuning differ only in their `Objective` (which losses, with which weights)
-and their starting weights. The loop is ready for `torchrun`: every rank draws the same epoch
-permutation and takes its own stride of it (what DistributedSampler does), the model is wrapped in
-DistributedDataParallel when a process group exists, and only the main process logs and writes
-checkpoints. Every rank validates the same weights, so all reach the same early-stopping decision.
+and their starting weights. Under `torchrun` (see `components.training.distributed`) every rank
+draws the same epoch permutation and takes its own stride of it (what DistributedSampler does) in
+batches of batch_size / world size, the model is wrapped in DistributedDataParallel, and only the
+main process reads and writes checkpoints, validates, and logs; it hands the checkpoint and the
+validation metrics to the other ranks, so that all resume from the same epoch and take the same
+early-stopping decision.
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from components.config import TrainingConfig
-from components.models.model import TASKS, Negatives, Recloop
+from components.models.model import TASKS, Negatives, Recloop, to_device
 from components.models.sequences import TrainingRows
 from components.training.checkpoint import load_checkpoint, save_checkpoint
 from components.training.tracking import Tracker
@@ -32,6 +35,8 @@ POOL_BATCHES = 50
 # Negatives are drawn in proportion to popularity ** this (word2vec's smoothing): frequent items
 # make harder negatives, and the log-Q correction removes the bias that sampling adds.
 NEGATIVE_POWER = 0.75
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,6 +65,7 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
     stopped_early: bool = False
+    out_of_time: bool = False
     resumed_from: int = 0
     seconds: float = 0.0
     run_id: str | None = None
@@ -80,6 +86,34 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
+def from_main(value: T) -> T:
+    """The main process's `value`, on every rank (one decision for all); `value` itself in one process."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_every_rank(value: T) -> list[T]:
+    """Every rank's `value`, in rank order, on every rank; [value] in one process."""
+    size = world()[1]
+    if size == 1:
+        return [value]
+    values: list = [None] * size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def training_device(name: str) -> torch.device:
+    """The device `name` (auto | cpu | cuda) means here: under torchrun, rank's own GPU (LOCAL_RANK)."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA GPU; use device: auto or cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
 def configure_torch(threads: int | None, seed: int) -> None:
     """Threads (one per available core unless set), seed, deterministic kernels where torch has them.
 
@@ -87,6 +121,8 @@ def configure_torch(threads: int | None, seed: int) -> None:
     varying order, and two runs with the same seed drift apart in the last bits.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # torchrun's ranks on one machine share its cores.
+    cores = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads or cores)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -103,8 +139,9 @@ class NegativeSampler:
         self.log_q = torch.log(self.q)
         self.count = count
 
-    def draw(self) -> Negatives:
-        return Negatives(torch.multinomial(self.q, self.count, replacement=True), self.log_q)
+    def draw(self, device: torch.device) -> Negatives:
+        items = torch.multinomial(self.q, self.count, replacement=True)
+        return Negatives(items.to(device), self.log_q.to(device))
 
 
 def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, generator: torch.Generator
@@ -128,6 +165,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
     With a `checkpoint` path, state is saved after every epoch and a matching one is resumed.
     """
     start_time = time.perf_counter()
+    device = next(model.parameters()).device
     rank, world_size = world()
     main = rank == 0
     torch.manual_seed(seed)
@@ -137,11 +175,15 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, run_id = 0, None
 
-    state = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+    # Only the main process reads the checkpoint: no rank can resume from another epoch than the rest,
+    # and the ranks need no shared disk for it.
+    state = from_main(load_checkpoint(checkpoint, fingerprint) if main and checkpoint is not None else None)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
+        # Each rank resumes its own random stream (dropout, negatives); under another world size than
+        # the run that saved them, rank r takes stream r mod the saved count.
+        torch.set_rng_state(state["torch_rng"][rank % len(state["torch_rng"])])
         order_rng.set_state(state["order_rng"])
         best_state, bad_epochs, run_id = state["best_state"], state["bad_epochs"], state["run_id"]
         result.epochs = result.resumed_from = state["epoch"]
@@ -151,8 +193,11 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         result.run_id = tracker.start(run_id)
         if state is None:
             tracker.log_params(params)
-    net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True,
+                                                     device_ids=[device.index] if device.type == "cuda" else None)
            if world_size > 1 else model)
+    # batch_size is the global batch, so one or N processes take as many optimiser steps of the same size.
+    rank_batch = -(-cfg.batch_size // world_size)
 
     for epoch in range(result.epochs, cfg.epochs):
         if result.stopped_early:
@@ -164,12 +209,14 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         order = torch.cat([order, order[:(-len(order)) % world_size]])[rank::world_size]
         totals: dict[str, float] = {}
         steps = 0
-        batches = length_batches(order, rows.sequences.lengths, cfg.batch_size, order_rng)
+        batches = length_batches(order, rows.sequences.lengths, rank_batch, order_rng)
         bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not main, leave=False, file=sys.stderr)
         for index in bar:
             batch, targets = rows.batch(index)
-            negatives = sampler.draw() if sampler is not None else None
+            if device.type != "cpu":
+                batch, targets = to_device(batch, device), to_device(targets, device)
+            negatives = sampler.draw(device) if sampler is not None else None
             _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature)
             loss = sum(objective.weights[t] * losses[t] for t in objective.tasks)
             optimizer.zero_grad(set_to_none=True)
@@ -182,9 +229,12 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{totals['loss'] / steps:.4f}")
 
+        totals = {k: sum(t[k] for t in from_every_rank(totals)) / world_size for k in totals}
         model.eval()
         with torch.no_grad():
-            metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | validate(model)
+            # Ranks sharing a machine's cores would only slow each other down validating N times over.
+            valid = from_main(validate(model) if main else None)
+        metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | valid
         metrics["epoch_seconds"] = time.perf_counter() - epoch_start
         result.epochs = epoch + 1
         result.history.append({"epoch": epoch + 1, **metrics})
@@ -195,17 +245,22 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         else:
             bad_epochs += 1
         result.stopped_early = bad_epochs >= cfg.patience
+        rng_states = from_every_rank(torch.get_rng_state()) if checkpoint is not None else None
         if main:
             tracker.log_metrics(metrics, step=epoch + 1)
             if checkpoint is not None:
                 save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                                 "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                                 "optimizer": optimizer.state_dict(), "torch_rng": rng_states,
                                  "order_rng": order_rng.get_state(), "best_state": best_state,
                                  "best_epoch": result.best_epoch, "best_score": result.best_score,
                                  "bad_epochs": bad_epochs, "history": result.history,
                                  "stopped_early": result.stopped_early, "run_id": result.run_id}, checkpoint)
         if not result.stopped_early and cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
             result.interrupted = True
+            break
+        # The main process's clock decides, so that all ranks stop after the same epoch.
+        if cfg.max_minutes is not None and from_main(time.perf_counter() - start_time) >= 60 * cfg.max_minutes:
+            result.out_of_time = epoch + 1 < cfg.epochs
             break
 
     if not result.interrupted and best_state is not None:

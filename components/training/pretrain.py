@@ -64,13 +64,13 @@ def objective(cfg: PretrainConfig) -> Objective:
 
 def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: PretrainConfig, seed: int, *,
                    tracker: Tracker | None = None, checkpoint: Path | None = None,
-                   params: dict | None = None) -> tuple[TrainedModel, LoopResult]:
+                   params: dict | None = None, curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult]:
     """Fit the vocabulary, build a fresh model for `data`'s catalog, and pretrain it."""
     configure_torch(cfg.threads, seed)  # the initial weights are part of what the seed fixes
     vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
     trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
     rows = training_rows(data, vocab, knobs.max_len, cfg.windows)
-    result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validator(trained, data),
+    result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validator(trained, data, curve_stage=curve_stage),
                  tracker=tracker, checkpoint=checkpoint, params=params, desc="pretrain")
     return trained, result
 

@@ -22,7 +22,7 @@ from components.models.model import Recloop
 from components.models.scoring import RecloopScorer
 from components.models.sequences import TrainingRows, feedback_labels
 from components.training.checkpoint import fingerprint, remove_checkpoint
-from components.training.loop import LoopResult, NegativeSampler, Objective, train
+from components.training.loop import LoopResult, NegativeSampler, Objective, train, training_device
 from components.training.tracking import Tracker
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -60,10 +60,12 @@ def combine(datasets: list[tuple[SplitData, np.ndarray]]) -> tuple[SplitData, np
     return joint, np.concatenate([text for _, text in datasets]).astype(np.float32)
 
 
-def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[str]] | None = None
-              ) -> Callable[[Recloop], dict[str, float]]:
+def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[str]] | None = None,
+              curve_stage: str | None = None) -> Callable[[Recloop], dict[str, float]]:
     """Validation after each epoch: the evaluator's full-ranking NDCG@10 / HR@10 on the valid targets,
     and with `heads` = (like threshold, like events) the like head's AUC and the rating head's RMSE.
+    `curve_stage` (benchmarks' time-to-quality curves) adds the same ranking metrics on that stage;
+    they are only recorded, never used to choose an epoch.
     """
     scorer = RecloopScorer(trained, name="recloop-valid")
     scorer.fit(data)
@@ -74,6 +76,9 @@ def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[s
         scorer.refresh()
         result = evaluate_ranking(scorer, data, "valid", ks=(10,), progress=False)
         out = {"valid_ndcg@10": result.metrics["ndcg@10"], "valid_hr@10": result.metrics["hr@10"]}
+        if curve_stage:
+            curve = evaluate_ranking(scorer, data, curve_stage, ks=(10,), progress=False).metrics
+            out |= {f"{curve_stage}_ndcg@10": curve["ndcg@10"], f"{curve_stage}_hr@10": curve["hr@10"]}
         if heads:
             predicted = scorer.head_predictions(data, "valid")
             known = ~np.isnan(likes)
@@ -96,19 +101,23 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
     if model.config.n_items > cfg.full_softmax_max_items:
         sampler = NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)
     # Anything that changes what training would do makes an old checkpoint stale.
-    knobs = cfg.model_dump(mode="json", exclude={"stop_after_epoch", "threads"})
+    knobs = cfg.model_dump(mode="json", exclude={"stop_after_epoch", "threads", "max_minutes", "device"})
     key = fingerprint(asdict(model.config), knobs, objective.weights, objective.temperature, seed,
                       rows.sequences.features["items"], *model.state_dict().values())
-    return train(model, rows, objective, cfg, seed=seed, validate=validate,
-                 tracker=tracker or Tracker(None, desc), params=params or {}, checkpoint=checkpoint,
-                 fingerprint=key, sampler=sampler, desc=desc)
+    model.to(training_device(cfg.device))
+    try:
+        return train(model, rows, objective, cfg, seed=seed, validate=validate,
+                     tracker=tracker or Tracker(None, desc), params=params or {}, checkpoint=checkpoint,
+                     fingerprint=key, sampler=sampler, desc=desc)
+    finally:
+        model.cpu()  # saved, scored and served from the CPU
 
 
 def stage_metrics(result: LoopResult, extra: dict) -> dict:
     """The stage's metrics JSON: the best epoch's validation numbers and how training went."""
     best = {k: v for k, v in result.best_metrics.items() if k.startswith("valid_")}
     return {**best, "best_epoch": result.best_epoch, "epochs": result.epochs,
-            "stopped_early": result.stopped_early, "train_seconds": round(result.seconds, 1), **extra}
+            "stopped_early": result.stopped_early, "out_of_time": result.out_of_time, "train_seconds": round(result.seconds, 1), **extra}
 
 
 def write_outputs(trained: TrainedModel, result: LoopResult, out_dir: Path, reports_dir: Path, name: str,

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from components.config import TrackingConfig
-from components.continual.finetune import continual_finetune, grow_model, replay_users
+from components.continual.finetune import continual_finetune, continual_rows, grow_model
 from components.continual.gate import compare, decide, record
 from components.continual.windows import grow_ids, grow_items, holdout_split, on_catalog
+from components.errors import RecloopError
 from components.models.scoring import RecloopScorer
 
 
@@ -52,23 +53,43 @@ def test_grow_appends_new_items_and_keeps_old_rows_exactly(window):
         assert torch.equal(tower.has_id[n_old:], trained) and bool(trained.any())
 
 
-def test_replay_takes_window_users_and_a_seeded_sample_of_older_ones(window):
+def _targets(rows) -> set[tuple[int, int]]:
+    """(user, item index + 1) of every position a training row predicts."""
+    _, targets = rows.batch(torch.arange(len(rows)))
+    users = rows.sequences.users[:, None].expand_as(targets.items)
+    real = targets.items > 0
+    return set(zip(users[real].tolist(), targets.items[real].tolist()))
+
+
+def test_continual_rows_predict_every_new_interaction_plus_a_seeded_replay(window):
     data = window[0]
-    new = np.unique(data.test["user_idx"])
-    users = replay_users(data, 1.0, seed=0)
-    assert set(new) <= set(users) and len(users) == 2 * len(new)
-    assert np.array_equal(users, replay_users(data, 1.0, seed=0))
-    assert np.array_equal(replay_users(data, 0.0, seed=0), new)
+    vocab, max_len = c.champion().vocab, c.TINY_MODEL.max_len
+    # A user's first interaction has nothing before it to predict it from (a new user's is in the window).
+    later = data.train.groupby("user_idx").cumcount().to_numpy() > 0
+    new = data.train[later & (data.train["timestamp"] >= c.CUTOFF).to_numpy()]
+    only_new = continual_rows(data, vocab, max_len, c.CUTOFF, 0.0, 0, c.TINY_FINETUNE)
+    assert set(zip(new["user_idx"], new["item_idx"] + 1)) <= _targets(only_new)
+    window_users = set(data.train.loc[data.train["timestamp"] >= c.CUTOFF, "user_idx"])
+    assert set(only_new.sequences.users.tolist()) == window_users
+    replayed = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0, c.TINY_FINETUNE)
+    assert len(replayed) == 2 * len(only_new)
+    assert _targets(only_new) <= _targets(replayed)
+    again = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0, c.TINY_FINETUNE)
+    assert torch.equal(again.sequences.features["items"], replayed.sequences.features["items"])
+    with pytest.raises(RecloopError, match="nothing to learn"):
+        continual_rows(data, vocab, max_len, int(data.train["timestamp"].max()) + 1, 1.0, 0, c.TINY_FINETUNE)
 
 
 def test_gate_promotes_a_challenger_fine_tuned_on_the_window(window, tmp_path):
     data, guard, text = window
     weak = c.weak_champion()
-    challenger, result = continual_finetune(weak, data, text, c.CONTINUAL, c.TINY_FINETUNE, seed=0)
+    challenger, result = continual_finetune(weak, data, text, c.CONTINUAL, c.TINY_FINETUNE, seed=0, since=c.CUTOFF)
     decision = gate(data, guard, text, challenger, champion=weak)
     assert decision.promote, decision.reasons
     assert decision.window["challenger"] > 2 * decision.window["champion"]
-    assert decision.window["targets"] == data.test["user_idx"].nunique()
+    # Every held-out interaction of the window is a target (fewer than continual.max_window_targets here).
+    assert decision.window["targets"] == len(data.test) > data.test["user_idx"].nunique()
+    assert decision.window["gain_se"] > 0 and any("±" in r for r in decision.reasons)
     assert result.epochs == c.CONTINUAL.epochs
 
     decision.run = "w0"
@@ -89,7 +110,7 @@ def test_gate_refuses_a_challenger_trained_on_shuffled_items(window):
     data, guard, text = window
     train = data.train.assign(item_idx=np.random.default_rng(0).permutation(data.train["item_idx"].to_numpy()))
     challenger, _ = continual_finetune(c.champion(), replace(data, train=train), text, c.CONTINUAL,
-                                       c.TINY_FINETUNE, seed=0)
+                                       c.TINY_FINETUNE, seed=0, since=c.CUTOFF)
     decision = gate(data, guard, text, challenger)
     assert not decision.promote
     assert decision.gain < 0 and decision.guard["challenger"] < decision.guard["champion"]
@@ -99,7 +120,7 @@ def test_gate_refuses_a_challenger_trained_on_shuffled_items(window):
 def test_gate_refuses_a_challenger_that_learned_nothing(window):
     data, guard, text = window
     still = c.CONTINUAL.model_copy(update={"lr_scale": 1e-9})
-    challenger, _ = continual_finetune(c.champion(), data, text, still, c.TINY_FINETUNE, seed=0)
+    challenger, _ = continual_finetune(c.champion(), data, text, still, c.TINY_FINETUNE, seed=0, since=c.CUTOFF)
     decision = gate(data, guard, text, challenger, still)
     assert not decision.promote
     assert decision.gain == pytest.approx(0.0, abs=1e-6)

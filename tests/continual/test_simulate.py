@@ -30,3 +30,6 @@ def test_two_windows_go_through_monitor_retrain_and_gate(tmp_path):
     assert "window 0 2015-01-01" in text and ("PROMOTED" in text or "REFUSED" in text)
     saved = json.loads(summary.report.read_text())
     assert len(saved["steps"]) == 2 and (tmp_path / "monitoring").is_dir()
+    # The monitor got the catalog's text vectors: the text-embedding signal was measured.
+    latest = json.loads((tmp_path / "monitoring" / "latest.json").read_text())
+    assert latest["verdict"]["signals"]["text_drift"]["value"] is not None

@@ -2,11 +2,9 @@
 deployment carries the trigger that turns that event into a run with the event's payload."""
 from __future__ import annotations
 
-import os
 import time
 
 import continual_data as c
-import pytest
 import yaml
 from prefect import get_client
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -41,15 +39,6 @@ def test_retrain_deployment_carries_the_drift_trigger(tmp_path):
 def test_without_live_windows_there_is_nothing_to_monitor(tmp_path):
     names = [d.name for d in build_deployments(_params(tmp_path, orchestrate={"schedules": {}}))]
     assert "monitor" not in names and "retrain" not in names
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_monitor_flow_emits_the_drift_event_on_a_drifting_window(prefect_api, tmp_path):

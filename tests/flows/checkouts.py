@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Users 1-10 of the embedded MovieLens latest-small (1,259 ratings, 971 movies) and users 11-16 (408, 344).
 SLICE_A = "tests/fixtures/ml-latest-u1-10"
 SLICE_B = "tests/fixtures/ml-latest-u11-16"
-# The stages both doors run in the tests: everything before training, which would take minutes.
-TARGET = "featurize"
+# The stages both doors run in the tests: everything up to the trained model (a tiny one, one epoch).
+TARGET = "finetune"
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -43,10 +43,14 @@ def set_params(repo: Path, updates: dict[str, Any]) -> None:
 
 
 def slice_params(embedding_cache: Path) -> dict[str, Any]:
-    """The pipeline on slice B: its 344 movies keep the text encoder's cold run short."""
+    """The pipeline on slice B: its 344 movies keep the text encoder's cold run short, and a tiny model
+    trained for one epoch keeps pretrain and finetune to a second each."""
     return {"ingest.path": SLICE_B, "validate.min_interactions": 100, "validate.min_users": 5,
             # One embedding cache for every copy: the text encoder runs once per session, not once per copy.
-            "featurize.cache_dir": str(embedding_cache)}
+            "featurize.cache_dir": str(embedding_cache),
+            "model.dim": 16, "model.layers": 1, "model.max_len": 10, "model.text_hidden": 32,
+            "pretrain.epochs": 1, "pretrain.threads": 1, "finetune.epochs": 1, "finetune.threads": 1,
+            "tracking.uri": None}
 
 
 def tool_env() -> dict[str, str]:

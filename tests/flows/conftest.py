@@ -1,30 +1,21 @@
-"""Flows run against a throwaway Prefect server, in copies of the checkout set to small MovieLens slices."""
+"""Flows run against the session's Prefect server (`prefect_api`, tests/conftest.py), in copies of the
+checkout set to small MovieLens slices."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from checkouts import TARGET, copy_checkout, set_params, slice_params
-from prefect.testing.utilities import prefect_test_harness
-
-
-@pytest.fixture(scope="session")
-def prefect_api():
-    """A Prefect server for the session (SQLite in a temp folder); flows and tasks report to it."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @dataclass
 class FirstRun:
     repo: Path
     outcomes: list  # the StageOutcome list of the first flow run
-    snapshot: Path  # data/ as that run left it, for comparing with `dvc repro`
+    snapshot: Path  # data/ and models/ as that run left them, for comparing with `dvc repro`
 
 
 @pytest.fixture(scope="session")
@@ -43,4 +34,5 @@ def first_run(prefect_api, tmp_path_factory, embedding_cache) -> FirstRun:
         outcomes = training_pipeline(target=TARGET)
     snapshot = tmp_path_factory.mktemp("flow-snapshot")
     shutil.copytree(repo / "data", snapshot / "data", ignore=shutil.ignore_patterns("raw"))
+    shutil.copytree(repo / "models", snapshot / "models")
     return FirstRun(repo, outcomes, snapshot)

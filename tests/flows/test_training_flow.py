@@ -15,7 +15,7 @@ from components.errors import RecloopError
 from flows.hashes import content_hashes
 from flows.training import training_pipeline
 
-OUTPUT_FOLDERS = ["data/canonical", "data/validated", "data/split", "data/features", "reports"]
+OUTPUT_FOLDERS = ["data/canonical", "data/validated", "data/split", "data/features", "models", "reports"]
 
 
 def _rerun(first_run, overrides=()):
@@ -24,7 +24,8 @@ def _rerun(first_run, overrides=()):
 
 
 def test_first_run_runs_every_stage_and_returns_its_output_hashes(first_run):
-    assert [o.stage for o in first_run.outcomes] == ["ingest", "validate", "split", "featurize"]
+    assert [o.stage for o in first_run.outcomes] == ["ingest", "validate", "split", "featurize", "pretrain",
+                                                     "finetune"]
     assert not any(o.cached for o in first_run.outcomes)
     with contextlib.chdir(first_run.repo):
         for o in first_run.outcomes:

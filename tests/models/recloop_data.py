@@ -47,6 +47,20 @@ def movielens_split(max_user: int = 300, top_items: int = 300) -> SplitData:
                                  ordered[from_end == 0])
 
 
+def write_inputs(data: SplitData, text: np.ndarray, root: Path) -> tuple[Path, Path]:
+    """`data` and `text` as the split and featurize stages write them: (split dir, features dir) under `root`."""
+    from components.features.featurize import TEXT_VECTORS_FILE
+
+    split_dir, features_dir = root / "split", root / "features"
+    split_dir.mkdir()
+    features_dir.mkdir()
+    for name in ("items", "users", "train", "valid", "test"):
+        getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore").to_parquet(
+            split_dir / f"{name}.parquet", index=False)
+    np.save(features_dir / TEXT_VECTORS_FILE, text)
+    return split_dir, features_dir
+
+
 @functools.cache
 def _movielens() -> SplitData:
     return movielens_split()

@@ -15,6 +15,7 @@ from components.serving.feedback import (
     feedback_interactions,
     read_feedback,
 )
+from components.serving.schemas import RecommendedItem, RecommendResponse
 
 
 def test_appends_from_many_threads_are_all_committed_and_read_back_typed(tmp_path):
@@ -30,16 +31,22 @@ def test_appends_from_many_threads_are_all_committed_and_read_back_typed(tmp_pat
         t.start()
     for t in threads:
         t.join()
-    log.submit([{"request_id": "r", "item_id": "9", "rank": 1, "score": 0.5, "like_prob": 0.25, "timestamp": 5,
-                 "event": "impression", "value": 1.0, "source": "server", "model_version": "3"}], track=False)
-    log.close()  # drains the queue: the untracked row is written too
+    answer = RecommendResponse(request_id="r", user_id=None, strategy="history", known_user=False, history_used=1,
+                               unknown_items=[], model_version="3",
+                               items=[RecommendedItem(item_id="9", title="Nine", rank=1, score=0.5, like_prob=0.25),
+                                      RecommendedItem(item_id="7", title="Seven", rank=2, score=-0.125)])
+    log.submit_served(answer, 5, "movies")
+    log.close()  # drains the queues: the untracked answer is written too
 
     frame = read_feedback(tmp_path / "log" / "feedback.db")
     assert list(frame.columns) == FEEDBACK_COLUMNS
-    assert len(frame) == 101 and frame["request_id"].nunique() == 101
+    assert len(frame) == 102 and frame["request_id"].nunique() == 101
     assert str(frame["rank"].dtype) == "Int64" and frame["timestamp"].dtype == "int64"
-    served = frame[frame["source"] == "server"].iloc[0]
-    assert (served["rank"], served["like_prob"], served["model_version"]) == (1, 0.25, "3")
+    served = frame[frame["source"] == "server"]
+    assert served[["item_id", "rank", "score", "event", "timestamp", "domain", "model_version"]].values.tolist() == [
+        ["9", 1, 0.5, "impression", 5, "movies", "3"], ["7", 2, -0.125, "impression", 5, "movies", "3"]]
+    assert served["like_prob"].tolist()[0] == 0.25 and pd.isna(served["like_prob"].tolist()[1])
+    assert served["user_id"].isna().all() and (served["request_id"] == "r").all()
     assert read_feedback(tmp_path / "log" / "feedback.db", since=1020)["timestamp"].min() == 1020
 
 

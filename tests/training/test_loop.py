@@ -48,6 +48,14 @@ def test_early_stopping_restores_the_best_epoch(movielens, item_text):
     assert validator(trained, movielens)(trained.model)["valid_ndcg@10"] == result.best_score
 
 
+def test_a_time_budget_stops_after_the_epoch_that_spends_it(movielens, item_text):
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 3, "max_minutes": 1e-6})
+    _, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0, curve_stage="test")
+    assert result.out_of_time and result.epochs == 1 and not result.interrupted
+    # The test curve is only recorded beside the validation metric that picks the epoch.
+    assert result.best_epoch == 1 and 0 < result.history[0]["test_ndcg@10"] < 1
+
+
 def test_sampled_softmax_with_log_q_learns(movielens, item_text):
     cfg = TINY_PRETRAIN.model_copy(update={"full_softmax_max_items": 10, "sampled_negatives": 64})
     _, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)

@@ -7,31 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from recloop_data import TINY_FINETUNE, TINY_MODEL, TINY_PRETRAIN
+from recloop_data import TINY_FINETUNE, TINY_MODEL, TINY_PRETRAIN, write_inputs
 
 from components.cli import cli
 from components.config import EvaluateConfig, TrackingConfig
-from components.data.dataset import SplitData
 from components.evaluation.evaluate import MODELS, ModelContext
 from components.evaluation.evaluator import evaluate_ranking
-from components.features.featurize import TEXT_VECTORS_FILE
 from components.models.artifacts import CONFIG_FILE, ITEM_VECTORS_FILE, VOCAB_FILE, WEIGHTS_FILE, TrainedModel
 from components.models.catalog import build_model
 from components.models.vocab import fit_vocab
 from components.training.finetune import finetune, transfer
 from components.training.pretrain import pretrain
 from components.training.stage import combine
-
-
-def write_inputs(data: SplitData, text: np.ndarray, root) -> tuple:
-    split_dir, features_dir = root / "split", root / "features"
-    split_dir.mkdir()
-    features_dir.mkdir()
-    for name in ("items", "users", "train", "valid", "test"):
-        getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore").to_parquet(
-            split_dir / f"{name}.parquet", index=False)
-    np.save(features_dir / TEXT_VECTORS_FILE, text)
-    return split_dir, features_dir
 
 
 def test_pretrain_then_finetune_stages_write_models_reports_and_mlflow(movielens, item_text, tmp_path):

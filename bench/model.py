@@ -1,0 +1,161 @@
+"""recloop's model on public benchmarks: quality, time to quality, memory, cold-start and long-tail slices.
+
+Prepares the dataset like bench/quality.py (ingest -> validate -> split -> featurize, cached in
+bench/work/), then trains each named variant (pretrain, then multi-task fine-tuning; see
+components/models/recommender.py VARIANTS) through the library functions, and evaluates it on the
+test targets with the full-ranking evaluator. After every epoch of both stages the test NDCG@10 is
+recorded next to the elapsed training seconds (only recorded: epochs are chosen on valid), which
+gives the time-to-quality curve. One JSON per variant goes to bench/results/model/.
+
+    .venv/bin/python bench/model.py --dataset unisrec:Scientific --variants recloop
+    .venv/bin/python bench/model.py --dataset s3rec:Beauty --variants recloop --set model.use_text=false
+    .venv/bin/python bench/model.py --dataset unisrec:Scientific --variants recloop,recloop-id-only \
+        --set split.cold_item_fraction=0.1
+
+Run one variant per process when peak memory matters: the peak is the process's.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import REPO, dataset_overrides, git_commit, machine, peak_rss_mb, prepare  # noqa: E402
+
+from components.config import load_params  # noqa: E402
+
+# Evaluator slices worth a column: long tail and cold start.
+SLICES = ("head_items", "tail_items", "cold_items", "cold_users")
+
+
+def work_dir(dataset: str, overrides: list[str]) -> Path:
+    """Where the prepared data lives: one folder per dataset and per set of data-shaping overrides."""
+    shaping = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] in {"ingest", "validate", "split"})
+    name = dataset.replace(":", "-").replace("/", "_")
+    if shaping:
+        name += "-" + hashlib.sha1("\n".join(shaping).encode()).hexdigest()[:8]
+    return REPO / "bench" / "work" / name
+
+
+def curve(fitted) -> list[dict[str, float]]:
+    """Per epoch of pretraining then fine-tuning: stage, epoch, cumulative seconds, valid (and test) NDCG@10.
+
+    The seconds include each epoch's validation, and its test evaluation when the curve is on."""
+    points, elapsed = [], 0.0
+    for stage, result in (("pretrain", fitted.pretrain_result_), ("finetune", fitted.result_)):
+        for h in (result.history if result else []):
+            elapsed += h["epoch_seconds"]
+            points.append({"stage": stage, "epoch": h["epoch"], "seconds": round(elapsed, 1),
+                           **{k: round(h[k], 5) for k in ("valid_ndcg@10", "test_ndcg@10", "test_hr@10") if k in h}})
+    return points
+
+
+def head_metrics(fitted, data, params) -> dict[str, float]:
+    """Like AUC and rating RMSE of the fine-tuned heads on the test targets (where the data has labels)."""
+    from components.evaluation import metrics as M
+    from components.models.sequences import feedback_labels
+
+    cfg = params.finetune
+    likes, ratings = feedback_labels(data.targets("test"), fitted.trained_.vocab, cfg.like_threshold, cfg.like_events)
+    predicted = fitted.scorer_.head_predictions(data, "test")
+    out = {}
+    known = ~np.isnan(likes)
+    if known.any() and 0 < likes[known].mean() < 1:
+        out["like_auc"] = M.auc(likes[known], predicted["like"].to_numpy()[known])
+    rated = ~np.isnan(ratings)
+    if rated.any():
+        out["rating_rmse"] = M.rmse(ratings[rated], predicted["rating"].to_numpy()[rated])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="s3rec:Beauty, unisrec:Scientific, movielens:/path")
+    parser.add_argument("--variants", default="recloop", help="comma-separated names from VARIANTS")
+    parser.add_argument("--root", type=Path, default=Path("/work/shared/datasets"), help="where the datasets live")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base parameters")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="parameter overrides, e.g. model.dim=128 or finetune.max_minutes=15")
+    parser.add_argument("--no-curve", action="store_true",
+                        help="skip the per-epoch test evaluation (big catalogs: it costs as much as validation)")
+    parser.add_argument("--tag", default="", help="a label stored with the results (e.g. the purpose of the run)")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "model")
+    args = parser.parse_args()
+
+    from components.data.dataset import SplitData
+    from components.evaluation.evaluator import evaluate_ranking
+    from components.features.featurize import load_item_text
+    from components.models.recommender import variant
+
+    name, base = dataset_overrides(args.dataset, args.root)
+    overrides = [*base, "tracking.uri=null", *args.overrides]
+    params = load_params(args.params, overrides)
+    work = work_dir(args.dataset, args.overrides)
+    prep = {}
+    if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
+        prep = prepare(params, work, need_text=True)
+    data = SplitData.load(work / "split")
+    text = load_item_text(work / "features", data.n_items)
+
+    args.results.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name_ in [v for v in args.variants.split(",") if v]:
+        model = variant(name_, params.model, params.pretrain, params.finetune, text, params.seed,
+                        curve_stage=None if args.no_curve else "test")
+        began = time.perf_counter()
+        model.fit(data)
+        train_seconds = time.perf_counter() - began
+        result = evaluate_ranking(model, data, "test", ks=(10, 20), progress=False)
+        m = result.metrics
+        cold = data.items["cold"].to_numpy(bool) | (data.item_popularity() == 0)
+        warm = result.per_target[~cold[result.per_target["item_idx"].to_numpy()]]
+        slices = {s: {k: round(v, 5) for k, v in result.slices[s].items() if k in ("size", "hr@10", "ndcg@10")}
+                  for s in SLICES if s in result.slices}
+        slices["warm_items"] = {"size": len(warm), "hr@10": round(float(warm["hr@10"].mean()), 5),
+                                "ndcg@10": round(float(warm["ndcg@10"].mean()), 5)}
+        row = {
+            "dataset": args.dataset, "variant": name_, "tag": args.tag, "overrides": args.overrides,
+            "users": data.n_users, "items": data.n_items,
+            "metrics": {k: round(m[k], 5) for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")},
+            "slices": slices,
+            "heads": {k: round(v, 5) for k, v in head_metrics(model, data, params).items()},
+            "train_seconds": round(train_seconds, 1),
+            "epochs": {"pretrain": model.pretrain_result_.epochs if model.pretrain_result_ else 0,
+                       "finetune": model.result_.epochs},
+            "curve": curve(model),
+            "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
+            "peak_rss_mb": round(peak_rss_mb(), 1), "git_commit": git_commit(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "params": {"model": params.model.model_dump(mode="json"),
+                       "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
+                       "finetune": params.finetune.model_dump(mode="json")},
+        }
+        rows.append(row)
+        stamp = row["date"].replace(":", "").replace("+0000", "Z")
+        out = args.results / f"{name}-{name_}{'-' + args.tag if args.tag else ''}-{stamp}.json"
+        out.write_text(json.dumps(row, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+
+    print(f"\n{args.dataset}: {data.n_users:,} users, {data.n_items:,} items; {rows[0]['machine']}")
+    print("| variant | R@10 | N@10 | tail N@10 | cold R@10 | warm R@10 | train s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = r["slices"]
+        print(f"| {r['variant']} | {r['metrics']['hr@10']:.4f} | {r['metrics']['ndcg@10']:.4f} "
+              f"| {s.get('tail_items', {}).get('ndcg@10', float('nan')):.4f} "
+              f"| {s.get('cold_items', {}).get('hr@10', float('nan')):.4f} "
+              f"| {s['warm_items'].get('hr@10', float('nan')):.4f} | {r['train_seconds']:.0f} "
+              f"| {r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
