@@ -16,7 +16,6 @@ Run one variant per process when peak memory matters: the peak is the process's.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -25,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import REPO, dataset_overrides, git_commit, machine, peak_rss_mb, prepare  # noqa: E402
+from quality import (REPO, dataset_arguments, dataset_overrides, git_commit, machine, peak_rss_mb,  # noqa: E402
+                     prepare)
 
 from components.config import load_params  # noqa: E402
 
@@ -58,32 +56,9 @@ def curve(fitted) -> list[dict[str, float]]:
     return points
 
 
-def head_metrics(fitted, data, params) -> dict[str, float]:
-    """Like AUC and rating RMSE of the fine-tuned heads on the test targets (where the data has labels)."""
-    from components.evaluation import metrics as M
-    from components.models.sequences import feedback_labels
-
-    cfg = params.finetune
-    likes, ratings = feedback_labels(data.targets("test"), fitted.trained_.vocab, cfg.like_threshold, cfg.like_events)
-    predicted = fitted.scorer_.head_predictions(data, "test")
-    out = {}
-    known = ~np.isnan(likes)
-    if known.any() and 0 < likes[known].mean() < 1:
-        out["like_auc"] = M.auc(likes[known], predicted["like"].to_numpy()[known])
-    rated = ~np.isnan(ratings)
-    if rated.any():
-        out["rating_rmse"] = M.rmse(ratings[rated], predicted["rating"].to_numpy()[rated])
-    return out
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="s3rec:Beauty, unisrec:Scientific, movielens:/path")
+    parser = dataset_arguments(__doc__)
     parser.add_argument("--variants", default="recloop", help="comma-separated names from VARIANTS")
-    parser.add_argument("--root", type=Path, default=Path("/work/shared/datasets"), help="where the datasets live")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base parameters")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="parameter overrides, e.g. model.dim=128 or finetune.max_minutes=15")
     parser.add_argument("--no-curve", action="store_true",
                         help="skip the per-epoch test evaluation (big catalogs: it costs as much as validation)")
     parser.add_argument("--tag", default="", help="a label stored with the results (e.g. the purpose of the run)")
@@ -94,6 +69,7 @@ def main() -> None:
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
     from components.models.recommender import variant
+    from components.training.stage import head_metrics
 
     name, base = dataset_overrides(args.dataset, args.root)
     overrides = [*base, "tracking.uri=null", *args.overrides]
@@ -126,7 +102,8 @@ def main() -> None:
             "users": data.n_users, "items": data.n_items,
             "metrics": {k: round(m[k], 5) for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")},
             "slices": slices,
-            "heads": {k: round(v, 5) for k, v in head_metrics(model, data, params).items()},
+            "heads": {k: round(v, 5) for k, v in head_metrics(model.scorer_, data, "test", params.finetune.like_threshold,
+                                                              params.finetune.like_events).items()},
             "train_seconds": round(train_seconds, 1),
             "epochs": {"pretrain": model.pretrain_result_.epochs if model.pretrain_result_ else 0,
                        "finetune": model.result_.epochs},

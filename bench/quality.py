@@ -124,14 +124,20 @@ def prepare(params: Params, work: Path, need_text: bool) -> dict[str, float]:
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dataset_arguments(description: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark on public datasets takes: which dataset, where, with which params."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="s3rec:Beauty, unisrec:Scientific, movielens:/path")
-    parser.add_argument("--models", default="popular,itemknn,als", help="comma-separated names from MODELS")
     parser.add_argument("--root", type=Path, default=Path("/work/shared/datasets"), help="where the datasets live")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base parameters")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra parameter overrides, e.g. evaluate.als.factors=128")
+                        help="parameter overrides, e.g. evaluate.als.factors=128 or model.dim=128")
+    return parser
+
+
+def main() -> None:
+    parser = dataset_arguments(__doc__)
+    parser.add_argument("--models", default="popular,itemknn,als", help="comma-separated names from MODELS")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing split in bench/work")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "quality.jsonl")
     args = parser.parse_args()

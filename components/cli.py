@@ -82,6 +82,17 @@ def featurize(params: Params) -> None:
     click.echo(run(params.featurize, params.paths.split, params.paths.features).describe())
 
 
+def _train(run, cfg, params: Params) -> None:
+    """A training stage, in one process or as one rank of torchrun (only the main process reports)."""
+    from components.training.distributed import process_group
+
+    with process_group(cfg.device) as main:
+        summary = run(params.model, cfg, params.tracking, params.paths.split, params.paths.features,
+                      params.paths.models, params.paths.reports, params.seed)
+    if main:
+        click.echo(summary.describe())
+
+
 @cli.command()
 @_stage
 def pretrain(params: Params) -> None:
@@ -89,14 +100,9 @@ def pretrain(params: Params) -> None:
 
     Under `torchrun --nproc_per_node N -m components.cli pretrain` it trains with DDP on N processes.
     """
-    from components.training.distributed import process_group
     from components.training.pretrain import pretrain as run
 
-    with process_group(params.pretrain.device) as main:
-        summary = run(params.model, params.pretrain, params.tracking, params.paths.split, params.paths.features,
-                      params.paths.models, params.paths.reports, params.seed)
-    if main:
-        click.echo(summary.describe())
+    _train(run, params.pretrain, params)
 
 
 @cli.command()
@@ -106,14 +112,9 @@ def finetune(params: Params) -> None:
 
     Under `torchrun --nproc_per_node N -m components.cli finetune` it trains with DDP on N processes.
     """
-    from components.training.distributed import process_group
     from components.training.finetune import finetune as run
 
-    with process_group(params.finetune.device) as main:
-        summary = run(params.model, params.finetune, params.tracking, params.paths.split, params.paths.features,
-                      params.paths.models, params.paths.reports, params.seed)
-    if main:
-        click.echo(summary.describe())
+    _train(run, params.finetune, params)
 
 
 @cli.command()

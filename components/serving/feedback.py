@@ -59,13 +59,19 @@ _INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at) SEL
            + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(FEEDBACK_COLUMNS) + 1))
            + " FROM json_each(?)")
 # Served answers: one JSON array of [request_id, user_id, model_version, timestamp, domain, logged_at,
-# [[item_id, rank, score, like_prob], ...]], one impression row per item.
-_INSERT_SERVED = f"""INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at)
-SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[1]'), json_extract(i.value, '$[0]'),
-       json_extract(i.value, '$[1]'), json_extract(i.value, '$[2]'), json_extract(i.value, '$[3]'),
-       json_extract(a.value, '$[3]'), 'impression', 1.0, json_extract(a.value, '$[4]'), 'server',
-       json_extract(a.value, '$[2]'), json_extract(a.value, '$[5]')
-FROM json_each(?) AS a, json_each(a.value, '$[6]') AS i"""
+# [[item_id, rank, score, like_prob], ...]], one impression row per item. MATERIALIZED: each answer's
+# fields are extracted once, not once per item (half the writer's time).
+_INSERT_SERVED = f"""WITH a AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]') AS request_id, json_extract(value, '$[1]') AS user_id,
+           json_extract(value, '$[2]') AS model_version, json_extract(value, '$[3]') AS timestamp,
+           json_extract(value, '$[4]') AS domain, json_extract(value, '$[5]') AS logged_at,
+           json_extract(value, '$[6]') AS items
+    FROM json_each(?))
+INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at)
+SELECT a.request_id, a.user_id, json_extract(i.value, '$[0]'), json_extract(i.value, '$[1]'),
+       json_extract(i.value, '$[2]'), json_extract(i.value, '$[3]'), a.timestamp, 'impression', 1.0, a.domain,
+       'server', a.model_version, a.logged_at
+FROM a, json_each(a.items) AS i"""
 # Events that say the user liked the item, for turning the log into training interactions.
 POSITIVE_EVENTS = ("click", "like", "purchase", "add_to_cart")
 

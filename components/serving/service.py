@@ -86,7 +86,7 @@ def load_recommender(model: bentoml.Model, candidates: int, encoder=None) -> Rec
 # no adaptive batching (it answered 503 under 32 connections; a known user's answer is a lookup anyway).
 # No access log: a line written per request cost more than a known user's answer; /metrics counts
 # requests and latencies, and the feedback log holds every answer.
-SERVER_SETTINGS = {"workers": 1, "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
+SERVER_SETTINGS = {"workers": int(os.environ.get("PROBE_WORKERS", 1)), "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
 # Before BentoML builds the app (after this import): its own timeout keeps every request alive for
 # the whole 30 s (components/serving/timeout.py).
 timeout.install()

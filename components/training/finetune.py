@@ -98,8 +98,13 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
     rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, cfg.like_threshold,
                          cfg.like_events)
     validate = validator(trained, data, heads=(cfg.like_threshold, cfg.like_events), curve_stage=curve_stage)
+    # With nothing new to learn (no like or rating labels in the data) fine-tuning only continues the
+    # pretrained retrieval training with a fresh optimiser, and may end below where it began.
+    learns_heads = ((cfg.like_weight > 0 and not torch.isnan(rows.likes).all())
+                    or (cfg.rating_weight > 0 and not torch.isnan(rows.ratings).all()))
     result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
-                 checkpoint=checkpoint, params=params, desc="finetune")
+                 checkpoint=checkpoint, params=params, desc="finetune",
+                 start_is_candidate=pretrained is not None and not learns_heads)
     return trained, result
 
 

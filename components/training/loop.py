@@ -158,11 +158,13 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, genera
 def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
           validate: Callable[[Recloop], dict[str, float]], tracker: Tracker, params: dict,
           checkpoint: os.PathLike | None = None, fingerprint: str = "", sampler: NegativeSampler | None = None,
-          desc: str = "train") -> LoopResult:
+          desc: str = "train", start_is_candidate: bool = False) -> LoopResult:
     """Train `model` in place; on return it holds the best epoch's weights (unless interrupted).
 
     `validate(model)` returns metrics including `valid_ndcg@10`, which early stopping watches.
     With a `checkpoint` path, state is saved after every epoch and a matching one is resumed.
+    `start_is_candidate`: the starting weights are validated first (as epoch 0) and kept if no
+    epoch beats them, so that fine-tuning never returns a model worse than the one it was given.
     """
     start_time = time.perf_counter()
     device = next(model.parameters()).device
@@ -198,6 +200,15 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
            if world_size > 1 else model)
     # batch_size is the global batch, so one or N processes take as many optimiser steps of the same size.
     rank_batch = -(-cfg.batch_size // world_size)
+    if start_is_candidate and state is None:
+        model.eval()
+        with torch.no_grad():
+            valid = from_main(validate(model) if main else None)
+        result.history.append({"epoch": 0, **valid, "epoch_seconds": time.perf_counter() - start_time})
+        result.best_score = valid[EARLY_STOP_METRIC]
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if main:
+            tracker.log_metrics(valid, step=0)
 
     for epoch in range(result.epochs, cfg.epochs):
         if result.stopped_early:

@@ -60,6 +60,21 @@ def combine(datasets: list[tuple[SplitData, np.ndarray]]) -> tuple[SplitData, np
     return joint, np.concatenate([text for _, text in datasets]).astype(np.float32)
 
 
+def head_metrics(scorer: RecloopScorer, data: SplitData, stage: str, like_threshold: float,
+                 like_events: list[str]) -> dict[str, float]:
+    """The like head's AUC and the rating head's RMSE on `stage`'s targets, where the data has those labels."""
+    likes, ratings = feedback_labels(data.targets(stage), scorer.trained.vocab, like_threshold, like_events)
+    predicted = scorer.head_predictions(data, stage)
+    out = {}
+    known = ~np.isnan(likes)
+    if known.any() and 0 < likes[known].mean() < 1:
+        out["like_auc"] = M.auc(likes[known], predicted["like"].to_numpy()[known])
+    rated = ~np.isnan(ratings)
+    if rated.any():
+        out["rating_rmse"] = M.rmse(ratings[rated], predicted["rating"].to_numpy()[rated])
+    return out
+
+
 def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[str]] | None = None,
               curve_stage: str | None = None) -> Callable[[Recloop], dict[str, float]]:
     """Validation after each epoch: the evaluator's full-ranking NDCG@10 / HR@10 on the valid targets,
@@ -69,8 +84,6 @@ def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[s
     """
     scorer = RecloopScorer(trained, name="recloop-valid")
     scorer.fit(data)
-    valid = data.targets("valid")
-    likes, ratings = feedback_labels(valid, trained.vocab, *heads) if heads else (None, None)
 
     def validate(model: Recloop) -> dict[str, float]:
         scorer.refresh()
@@ -80,13 +93,7 @@ def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[s
             curve = evaluate_ranking(scorer, data, curve_stage, ks=(10,), progress=False).metrics
             out |= {f"{curve_stage}_ndcg@10": curve["ndcg@10"], f"{curve_stage}_hr@10": curve["hr@10"]}
         if heads:
-            predicted = scorer.head_predictions(data, "valid")
-            known = ~np.isnan(likes)
-            if known.any() and 0 < likes[known].mean() < 1:
-                out["valid_like_auc"] = M.auc(likes[known], predicted["like"].to_numpy()[known])
-            rated = ~np.isnan(ratings)
-            if rated.any():
-                out["valid_rating_rmse"] = M.rmse(ratings[rated], predicted["rating"].to_numpy()[rated])
+            out |= {f"valid_{k}": v for k, v in head_metrics(scorer, data, "valid", *heads).items()}
         return out
 
     return validate
@@ -94,7 +101,8 @@ def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[s
 
 def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: Objective, cfg: TrainingConfig,
         seed: int, *, validate: Callable[[Recloop], dict[str, float]], tracker: Tracker | None = None,
-        checkpoint: Path | None = None, params: dict | None = None, desc: str = "train") -> LoopResult:
+        checkpoint: Path | None = None, params: dict | None = None, desc: str = "train",
+        start_is_candidate: bool = False) -> LoopResult:
     """Train with full softmax, or sampled softmax with log-Q correction above `full_softmax_max_items`."""
     model = trained.model
     sampler = None
@@ -108,7 +116,7 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
     try:
         return train(model, rows, objective, cfg, seed=seed, validate=validate,
                      tracker=tracker or Tracker(None, desc), params=params or {}, checkpoint=checkpoint,
-                     fingerprint=key, sampler=sampler, desc=desc)
+                     fingerprint=key, sampler=sampler, desc=desc, start_is_candidate=start_is_candidate)
     finally:
         model.cpu()  # saved, scored and served from the CPU
 

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import torch
-from recloop_data import TINY_MODEL, TINY_PRETRAIN
+from recloop_data import TINY_FINETUNE, TINY_MODEL, TINY_PRETRAIN
 
 from components.evaluation.baselines import MostPopular
+from components.data.dataset import SplitData
 from components.evaluation.evaluator import evaluate_ranking
+from components.training.finetune import finetune_model
 from components.training.pretrain import pretrain_model
+from components.training.stage import validator
 
 
 def test_interrupted_training_resumes_to_the_same_state(movielens, item_text, tmp_path):
@@ -43,8 +46,6 @@ def test_early_stopping_restores_the_best_epoch(movielens, item_text):
     assert result.stopped_early and result.epochs < 6
     scores = [h["valid_ndcg@10"] for h in result.history]
     assert result.best_score == max(scores) and result.best_epoch == scores.index(max(scores)) + 1
-    from components.training.stage import validator
-
     assert validator(trained, movielens)(trained.model)["valid_ndcg@10"] == result.best_score
 
 
@@ -63,3 +64,27 @@ def test_sampled_softmax_with_log_q_learns(movielens, item_text):
     assert losses[-1] < losses[0]
     popular = evaluate_ranking(MostPopular().fit(movielens), movielens, "valid", (10,), progress=False)
     assert result.best_score > 1.5 * popular.metrics["ndcg@10"]
+
+
+def implicit(data):
+    """The same interactions as views without ratings: no like or rating labels to learn."""
+    frames = [getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore")
+              for name in ("items", "users", "train", "valid", "test")]
+    for frame in frames[2:]:
+        frame["event"], frame["value"] = "view", 1.0
+    return SplitData.from_frames(*frames)
+
+
+def test_fine_tuning_without_labels_never_ends_below_its_start(movielens, item_text):
+    pretrained, _ = pretrain_model(movielens, item_text, TINY_MODEL, TINY_PRETRAIN.model_copy(update={"epochs": 2}),
+                                   seed=0)
+    # A learning rate far too high: every epoch is worse than the pretrained weights.
+    ruinous = TINY_FINETUNE.model_copy(update={"lr": 0.3, "grad_clip": None})
+    views = implicit(movielens)
+    tuned, result = finetune_model(views, item_text, ruinous, seed=0, pretrained=pretrained)
+    assert result.history[0]["epoch"] == 0 and result.best_epoch == 0
+    assert all(h["valid_ndcg@10"] < result.best_score for h in result.history[1:])
+    assert validator(tuned, views)(tuned.model)["valid_ndcg@10"] == result.best_score
+    # With ratings the heads have to learn, so the untrained heads of the start are never kept.
+    _, rated = finetune_model(movielens, item_text, ruinous, seed=0, pretrained=pretrained)
+    assert rated.history[0]["epoch"] == 1 and rated.best_epoch >= 1
