@@ -81,12 +81,13 @@ def load_recommender(model: bentoml.Model, candidates: int, encoder=None) -> Rec
     return Recommender(bundle, version, encoder, candidates).prepare()
 
 
-# Measured on 2 cores (docs/serving.md): two workers were no faster (the load generator needs the
-# rest) and would each need their own reload. No max_concurrency (beyond it BentoML answers 503) and
+# Measured on 2 cores (docs/serving.md): one worker, because /reload reaches a single worker and a
+# second would keep serving the old model; one meets the load targets (two nearly doubled throughput
+# on an otherwise idle machine, at 1.7x the memory). No max_concurrency (beyond it BentoML answers 503) and
 # no adaptive batching (it answered 503 under 32 connections; a known user's answer is a lookup anyway).
 # No access log: a line written per request cost more than a known user's answer; /metrics counts
 # requests and latencies, and the feedback log holds every answer.
-SERVER_SETTINGS = {"workers": int(os.environ.get("PROBE_WORKERS", 1)), "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
+SERVER_SETTINGS = {"workers": 1, "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
 # Before BentoML builds the app (after this import): its own timeout keeps every request alive for
 # the whole 30 s (components/serving/timeout.py).
 timeout.install()
