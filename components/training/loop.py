@@ -140,8 +140,10 @@ class NegativeSampler:
         self.count = count
 
     def draw(self, device: torch.device) -> Negatives:
+        if self.log_q.device != device:  # once, not every step
+            self.log_q = self.log_q.to(device)
         items = torch.multinomial(self.q, self.count, replacement=True)
-        return Negatives(items.to(device), self.log_q.to(device))
+        return Negatives(items.to(device), self.log_q)
 
 
 def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, generator: torch.Generator
@@ -200,10 +202,15 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
            if world_size > 1 else model)
     # batch_size is the global batch, so one or N processes take as many optimiser steps of the same size.
     rank_batch = -(-cfg.batch_size // world_size)
-    if start_is_candidate and state is None:
+
+    def validated() -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            valid = from_main(validate(model) if main else None)
+            # Ranks sharing a machine's cores would only slow each other down validating N times over.
+            return from_main(validate(model) if main else None)
+
+    if start_is_candidate and state is None:
+        valid = validated()
         result.history.append({"epoch": 0, **valid, "epoch_seconds": time.perf_counter() - start_time})
         result.best_score = valid[EARLY_STOP_METRIC]
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -241,11 +248,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
             bar.set_postfix(loss=f"{totals['loss'] / steps:.4f}")
 
         totals = {k: sum(t[k] for t in from_every_rank(totals)) / world_size for k in totals}
-        model.eval()
-        with torch.no_grad():
-            # Ranks sharing a machine's cores would only slow each other down validating N times over.
-            valid = from_main(validate(model) if main else None)
-        metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | valid
+        metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | validated()
         metrics["epoch_seconds"] = time.perf_counter() - epoch_start
         result.epochs = epoch + 1
         result.history.append({"epoch": epoch + 1, **metrics})
