@@ -38,10 +38,13 @@ import pandas as pd
 from components.config import load_params
 from components.continual.finetune import continual_finetune, grow_model
 from components.continual.gate import compare
-from components.continual.simulate import cached_text, movielens_stream, train_initial
-from components.continual.windows import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
+from components.continual.simulate import train_initial
+from components.continual.window_split import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
+from components.data.sources.movielens import movielens_stream
 from components.evaluation.prequential import bootstrap_se, prequential_split, score
+from components.features.text import cached_text
 from components.models.scoring import RecloopScorer
+from provenance import provenance
 
 MODELS = ("stale", "continual", "full")
 
@@ -108,7 +111,7 @@ def main() -> None:
                "targets": int(scored["targets"].sum())}
     totals["compute_share"] = ((totals["continual_seconds"] + totals["gate_seconds"]) / totals["full_seconds"]
                                if totals["full_seconds"] else float("nan"))
-    run = {"date": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+    run = {"date": started.isoformat(timespec="seconds"), "command": " ".join(sys.argv), **provenance(),
            "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU cores",
            "load_average_start": load_before, "load_average_end": os.getloadavg(),
            "wall_seconds": round((datetime.now(UTC) - started).total_seconds(), 1)}

@@ -2,7 +2,7 @@
 
 Prepares the dataset like bench/quality.py (ingest -> validate -> split -> featurize, cached in
 bench/work/), then trains each named variant (pretrain, then multi-task fine-tuning; see
-components/models/recommender.py VARIANTS) through the library functions, and evaluates it on the
+components/training/variants.py VARIANTS) through the library functions, and evaluates it on the
 test targets with the full-ranking evaluator. After every epoch of both stages the test NDCG@10 is
 recorded next to the elapsed training seconds (only recorded: epochs are chosen on valid), which
 gives the time-to-quality curve. One JSON per variant goes to bench/results/model/.
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import (REPO, dataset_arguments, dataset_overrides, git_commit, machine, peak_rss_mb,  # noqa: E402
-                     prepare)
+from provenance import provenance  # noqa: E402
+from quality import REPO, dataset_arguments, dataset_overrides, machine, peak_rss_mb, prepare  # noqa: E402
 
 from components.config import load_params  # noqa: E402
 
@@ -68,7 +68,7 @@ def main() -> None:
     from components.data.dataset import SplitData
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
-    from components.models.recommender import variant
+    from components.training.variants import variant
     from components.training.stage import head_metrics
 
     name, base = dataset_overrides(args.dataset, args.root)
@@ -84,7 +84,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     rows = []
     for name_ in [v for v in args.variants.split(",") if v]:
-        model = variant(name_, params.model, params.pretrain, params.finetune, text, params.seed,
+        model = variant(name_, params.model, params.pretrain, params.finetune, params.labels, text, params.seed,
                         curve_stage=None if args.no_curve else "test")
         began = time.perf_counter()
         model.fit(data)
@@ -102,19 +102,19 @@ def main() -> None:
             "users": data.n_users, "items": data.n_items,
             "metrics": {k: round(m[k], 5) for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "coverage@10")},
             "slices": slices,
-            "heads": {k: round(v, 5) for k, v in head_metrics(model.scorer_, data, "test", params.finetune.like_threshold,
-                                                              params.finetune.like_events).items()},
+            "heads": {k: round(v, 5) for k, v in head_metrics(model.scorer_, data, "test", params.labels).items()},
             "train_seconds": round(train_seconds, 1),
             "epochs": {"pretrain": model.pretrain_result_.epochs if model.pretrain_result_ else 0,
                        "finetune": model.result_.epochs},
             "curve": curve(model),
             "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
-            "peak_rss_mb": round(peak_rss_mb(), 1), "git_commit": git_commit(),
+            "peak_rss_mb": round(peak_rss_mb(), 1), **provenance(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "params": {"model": params.model.model_dump(mode="json"),
                        "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
-                       "finetune": params.finetune.model_dump(mode="json")},
+                       "finetune": params.finetune.model_dump(mode="json"),
+                       "labels": params.labels.model_dump(mode="json")},
         }
         rows.append(row)
         stamp = row["date"].replace(":", "").replace("+0000", "Z")

@@ -9,8 +9,8 @@ to bench/results/quality.jsonl.
     .venv/bin/python bench/quality.py --dataset movielens:data/raw/ml-latest-small --models popular,als
 
 Dataset specs: `s3rec:<Beauty|Sports_and_Outdoors|Toys_and_Games|Yelp|LastFM>` and
-`unisrec:Scientific` are read from --root (default /work/shared/datasets); `movielens:<path>` from
-the path given. Work files go to bench/work/<dataset>/ (git-ignored).
+`unisrec:Scientific` are read from --root (default ../shared/datasets, beside the repository);
+`movielens:<path>` from the path given. Work files go to bench/work/<dataset>/ (git-ignored).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from components.config import Params, load_params  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 PROTOCOL = ("full ranking over the whole catalog (no sampled negatives), leave-one-out (last item test, "
             "second-last valid), items in the user's history removed from the candidates, ties at their "
@@ -94,14 +94,6 @@ def machine() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU, {psutil.virtual_memory().total / 2**30:.0f} GiB, {gpu}"
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def prepare(params: Params, work: Path, need_text: bool) -> dict[str, float]:
     """Ingest, validate, split (and featurize) into `work`; seconds per stage."""
     from components.data.ingest import ingest
@@ -128,7 +120,8 @@ def dataset_arguments(description: str) -> argparse.ArgumentParser:
     """The arguments every benchmark on public datasets takes: which dataset, where, with which params."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="s3rec:Beauty, unisrec:Scientific, movielens:/path")
-    parser.add_argument("--root", type=Path, default=Path("/work/shared/datasets"), help="where the datasets live")
+    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "datasets",
+                        help="where the datasets live (default: ../shared/datasets beside the repository)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base parameters")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="parameter overrides, e.g. evaluate.als.factors=128 or model.dim=128")
@@ -167,7 +160,7 @@ def main() -> None:
                "metrics": {k: round(v, 6) for k, v in m.items()},
                "fit_seconds": round(summary.fit_seconds[model], 2), "wall_seconds": round(wall, 2),
                "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
-               "peak_rss_mb": round(peak_rss_mb(), 1), "git_commit": git_commit(),
+               "peak_rss_mb": round(peak_rss_mb(), 1), **provenance(),
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "params": cfg.model_dump(mode="json")}
         rows.append(row)

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from components.config import Params, load_params
+from provenance import provenance
 
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
 LUA = """
@@ -78,16 +79,16 @@ def bench_params(work: Path) -> tuple[Params, Path]:
 
 def prepare(params: Params, epochs: int) -> None:
     """The pipeline's stages on the embedded data, then package -> promote -> BentoML import (skipped when done)."""
-    from components.registry.bento import import_champion, latest_import
     from components.registry.registry import CHAMPION, alias_version
+    from components.serving.bento import import_champion, latest_import
 
     if alias_version(params.registry, CHAMPION) is not None and latest_import(params.registry) is not None:
         return
     from components.data.ingest import ingest
     from components.data.split import split
     from components.features.featurize import featurize
-    from components.registry.package import package
     from components.registry.registry import promote
+    from components.serving.package import package
     from components.training.finetune import finetune
     from components.validation.validate import validate
 
@@ -98,7 +99,7 @@ def prepare(params: Params, epochs: int) -> None:
     print(featurize(params.featurize, p.split, p.features).describe(), flush=True)
     cfg = params.finetune.model_copy(update={"init": "scratch", "epochs": epochs})
     print(finetune(params.model, cfg, params.tracking, p.split, p.features, p.models, p.reports,
-                   params.seed).describe(), flush=True)
+                   params.seed, labels=params.labels).describe(), flush=True)
     print(package(params.registry, p).describe(), flush=True)
     print(promote(params.registry).describe(), flush=True)
     print(import_champion(params.registry).describe(), flush=True)
@@ -289,7 +290,7 @@ def main() -> None:
             server.stop()
     results = [combine(name, found, trivial if name == "trivial" else recloop) for name, found in runs.items()]
     ratio = results[1]["rps"] / results[0]["rps"]
-    summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv),
+    summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv), **provenance(),
                "machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
                "seconds": args.seconds, "connections": args.connections, "warmup": args.warmup,
                "ratio_recommend_to_trivial": ratio, "endpoints": results, "runs": runs}

@@ -5,6 +5,7 @@ Errors name the dotted key and what was expected, so that a typo in params.yaml 
 """
 from __future__ import annotations
 
+import difflib
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -155,8 +156,7 @@ class TrainingConfig(Section):
     # Full softmax over catalogs up to this size; above it, sampled softmax with log-Q correction.
     full_softmax_max_items: int = Field(100_000, ge=1)
     sampled_negatives: int = Field(8192, ge=1)
-    # Weight of the InfoNCE alignment between an item's ID and text representations.
-    contrastive_weight: float = Field(0.1, ge=0)
+    # Temperature of the InfoNCE alignment between an item's ID and text representations.
     temperature: float = Field(0.07, gt=0)
     # null: one thread per available core.
     threads: int | None = Field(None, ge=1)
@@ -175,19 +175,40 @@ class ExtraDataset(Section):
     features: Path
 
 
+class PretrainWeights(Section):
+    """Loss weight of each pretraining objective: self-supervised, so no like or rating head."""
+
+    retrieval: float = Field(1.0, ge=0)
+    # InfoNCE alignment of each item's ID and text vectors.
+    contrastive: float = Field(0.1, ge=0)
+
+
+class FinetuneWeights(Section):
+    """Loss weight of each task head (components/models/model.py HEADS); 0 leaves a task out."""
+
+    retrieval: float = Field(1.0, ge=0)
+    like: float = Field(0.2, ge=0)
+    rating: float = Field(0.2, ge=0)
+    contrastive: float = Field(0.0, ge=0)
+
+
 class PretrainConfig(TrainingConfig):
+    weights: PretrainWeights = PretrainWeights()
     extra: list[ExtraDataset] = []
 
 
 class FinetuneConfig(TrainingConfig):
     # pretrained: start from models/pretrained; scratch: random weights (the no-pretraining ablation).
     init: Literal["pretrained", "scratch"] = "pretrained"
-    contrastive_weight: float = Field(0.0, ge=0)
-    retrieval_weight: float = Field(1.0, ge=0)
-    like_weight: float = Field(0.2, ge=0)
-    rating_weight: float = Field(0.2, ge=0)
-    # A rating at or above this counts as a like; for implicit data, the events listed count as likes.
+    weights: FinetuneWeights = FinetuneWeights()
+
+
+class LabelsConfig(Section):
+    """What feedback means: the like head's labels in fine-tuning and validation, and liked outcomes in monitoring."""
+
+    # A rating at or above this counts as a like.
     like_threshold: float = 4.0
+    # For implicit data, the events listed count as likes (against the other events).
     like_events: list[str] = ["like", "click", "purchase", "add_to_cart"]
 
 
@@ -260,7 +281,7 @@ class DatasetConfig(Section):
 
 
 class OrchestrateConfig(Section):
-    """Prefect: schedules of the served deployments, retries, the stage cache, the Dask task runner."""
+    """Prefect: schedules of the served deployments, retries, the Dask task runner of the fan-out."""
 
     # IANA name; cron schedules are read in this zone.
     timezone: str = "UTC"
@@ -269,8 +290,6 @@ class OrchestrateConfig(Section):
     # For stages that can fail for passing reasons (reading a source, loading a model); never for bad input.
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(30, ge=0)
-    # Prefect's records of finished stages, keyed by params + input hashes + code: unchanged stages are skipped.
-    cache_dir: Path = Path(".prefect/stage-cache")
     # A running Dask scheduler (tcp://host:8786); null: a local cluster of dask_workers.
     dask_address: str | None = None
     dask_workers: int = Field(2, ge=1)
@@ -333,7 +352,7 @@ class MonitorConfig(Section):
     min_interactions: int = Field(2000, ge=1)
     # After a drift verdict, later windows ending within this many days of it do not trigger again.
     cooldown_days: float = Field(30.0, ge=0)
-    # Interaction columns compared by Evidently's per-column drift tests (see components/monitoring/windows.py).
+    # Interaction columns compared by Evidently's per-column drift tests (see components/monitoring/window_features.py).
     columns: list[Literal["event", "value", "hour", "weekday", "user_activity", "item_popularity"]] = [
         "event", "value", "hour", "weekday", "user_activity", "item_popularity"]
     # Evidently stattest names; distances (not p-values) so that a large window does not flag trivia.
@@ -404,6 +423,7 @@ class Params(Section):
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    labels: LabelsConfig = LabelsConfig()
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     orchestrate: OrchestrateConfig = OrchestrateConfig()
@@ -422,7 +442,7 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise RecloopError(f"cannot set {key}: {part} is a value, not a section")
+            raise RecloopError(f"--set {key}: {part} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -431,34 +451,84 @@ def parse_override(text: str) -> tuple[str, Any]:
     """`split.max_history=50` -> ("split.max_history", 50); values are parsed as YAML scalars."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise RecloopError(f"override {text!r} should look like section.key=value")
+        raise RecloopError(f"--set {text!r} should look like section.key=value")
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _section_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the last key of `loc` (list positions skipped), if any."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        if field is None:
+            return None
+        # Unwrap `X | None`, `list[X]`, `dict[str, X]` down to the section class X.
+        candidates = [field.annotation]
+        while candidates:
+            kind = candidates.pop()
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                break
+            candidates.extend(getattr(kind, "__args__", ()))
+        else:
+            return None
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    section = _section_at(loc)
+    if section is None:
+        return ""
+    names = [f.alias or name for name, f in section.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.55)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
+        return f"{key}: unknown key{_did_you_mean(tuple(error['loc']))}"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f", got {got!r}"
     return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"
 
 
-def load_params(path: Path | str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Read params.yaml (missing file = all defaults), apply `key=value` overrides, validate."""
-    path = Path(path)
+def _from_override(key: str, overridden: list[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden)
+
+
+def load_params(path: Path | str | None = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read a params file (None: all defaults), apply `key=value` overrides, validate.
+
+    A missing file is an error, not the defaults: a misspelt `--params` must not train with defaults.
+    """
     tree: dict[str, Any] = {}
-    if path.exists():
+    if path is not None:
+        path = Path(path)
+        if not path.exists() or path.is_dir():
+            hint = (" (run recloop from the repository root, where params.yaml is, or pass --params FILE)"
+                    if path == Path("params.yaml") else "")
+            raise RecloopError(f"params file {path} not found{hint}")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise RecloopError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(tree, dict):
             raise RecloopError(f"{path} should hold a mapping of sections, not {type(tree).__name__}")
+    overridden = []
     for text in overrides:
-        _set_dotted(tree, *parse_override(text))
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+        overridden.append(key)
     try:
         return Params.model_validate(tree)
     except ValidationError as e:
-        lines = "\n  ".join(_describe(err) for err in e.errors())
-        raise RecloopError(f"invalid parameters in {path}:\n  {lines}") from None
+        errors = [(".".join(str(p) for p in err["loc"]), _describe(err)) for err in e.errors()]
+        by_override = [line for key, line in errors if _from_override(key, overridden)]
+        in_file = [line for key, line in errors if not _from_override(key, overridden)]
+        where = f" in {path}" if path is not None else ""
+        parts = ([f"invalid parameters{where}:\n  " + "\n  ".join(in_file)] if in_file else []) + (
+            ["invalid --set:\n  " + "\n  ".join(by_override)] if by_override else [])
+        raise RecloopError("\n".join(parts)) from None

@@ -37,12 +37,13 @@ def metric_rows(jobs: dict[str, Job]) -> list[dict[str, Any]]:
 
 
 def report_markdown(title: str, jobs: dict[str, Job], outcomes: dict[str, list[StageOutcome]]) -> str:
-    lines = [f"# {title}", "", "| stage | this run | outputs (content hash) |", "| --- | --- | --- |"]
+    lines = [f"# {title}", "", "| stage | this run | outputs (hash in dvc.lock) |", "| --- | --- | --- |"]
     for name, stage_outcomes in outcomes.items():
         for o in stage_outcomes:
-            outputs = "<br>".join(f"`{path}` {digest[:12]}" for path, digest in o.outputs.items())
+            outputs = "<br>".join(f"`{path}` {(digest or 'not in dvc.lock')[:12]}"
+                                  for path, digest in o.outputs.items())
             lines.append(f"| {name + '/' if name else ''}{o.stage} | "
-                         f"{'skipped (unchanged)' if o.cached else 'ran'} | {outputs} |")
+                         f"{'skipped (unchanged)' if o.skipped else 'ran'} | {outputs} |")
     lines += ["", "## Reports", ""]
     for job in jobs.values():
         for path in (Path(p) for stage in job.stages for p in stage.reports):

@@ -16,6 +16,7 @@ from prefect.events import emit_event
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from components.config import load_params
+from components.stages import monitor_stage
 
 DRIFT_EVENT = "recloop.drift.detected"
 RESOURCE_PREFIX = "recloop.monitor."
@@ -36,17 +37,15 @@ def monitor_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     """Monitor the current window (default: the newest live window) against the reference; on drift,
     emit the drift event. Returns the monitor summary as a dict, plus `event_id` when one was emitted.
     """
-    from components.monitoring.monitor import default_inputs, monitor
-
     params = load_params(params_path, overrides or [])
-    inputs = default_inputs(params.paths.split, params.paths.features,
-                            Path(reference) if reference else None, Path(current) if current else None)
-    summary = monitor(params.monitor, report_dir=params.paths.reports / "monitoring", seed=params.seed, **inputs)
+    done = monitor_stage(params, Path(reference) if reference else None, Path(current) if current else None)
+    summary = done.summary
     out = {"run": summary.run, "drift": summary.verdict.drift, "reasons": list(summary.verdict.reasons),
            "event_id": None}
     if summary.verdict.drift:
-        event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": RESOURCE_PREFIX + params.monitor.project},
-                           payload=drift_payload(summary, inputs["current"]))
+        event = emit_event(event=DRIFT_EVENT,
+                           resource={"prefect.resource.id": RESOURCE_PREFIX + params.monitor.project},
+                           payload=drift_payload(summary, done.current))
         out["event_id"] = str(event.id) if event is not None else None
     return out
 

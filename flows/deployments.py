@@ -6,6 +6,7 @@ a worker on a work pool imports them from the installed package, wherever its wo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,13 +17,14 @@ from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL
 from prefect.types.entrypoint import EntrypointType
 
-from components.config import load_params
+from components.config import Params, load_params
 from components.errors import RecloopError
 from flows.continual import monitor_flow, retrain_flow, retrain_trigger
 from flows.fanout import prepare_datasets
+from flows.repro import check_dvc_params
 from flows.training import training_pipeline
 
-# Deployment name -> flow. A deployment is served when its flow has work to do with these params.
+# Deployment name -> flow.
 FLOWS: dict[str, Flow] = {
     "training": training_pipeline,
     "datasets": prepare_datasets,
@@ -30,16 +32,43 @@ FLOWS: dict[str, Flow] = {
     "monitor": monitor_flow,
     "retrain": retrain_flow,
 }
-# Flows that only have work when the split cuts live windows (split.time.cutoff).
-LIVE_FLOWS = {"monitor", "retrain"}
 
 
-def build_deployments(params_path: str = "params.yaml", overrides: list[str] | None = None,
-                      job_variables: dict[str, Any] | None = None) -> list[RunnerDeployment]:
-    """One deployment per flow, with the cron schedule (in `orchestrate.timezone`) params give it, if any.
+@dataclass
+class DeploymentPlan:
+    """Which deployments these params give work to, with their schedules, and why the others are left out."""
 
-    `job_variables` go to the work pool's job template (e.g. a process pool's `working_dir`).
-    """
+    params: Params
+    params_path: str
+    overrides: list[str]
+    served: dict[str, str | None]  # name -> cron (None: on demand only)
+    skipped: dict[str, str]        # name -> why, and the param that enables it
+
+    def describe(self) -> str:
+        zone = self.params.orchestrate.timezone
+        lines = [f"deployment {name}: served, " + (f"schedule `{cron}` ({zone})" if cron else "on demand")
+                 + (" and on each drift event" if name == "retrain" else "")
+                 for name, cron in self.served.items()]
+        lines += [f"deployment {name}: skipped, {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def _why_not(name: str, params: Params, params_path: str, overrides: list[str]) -> str | None:
+    if name == "training":
+        try:
+            check_dvc_params(params_path, overrides)
+        except RecloopError as e:
+            return str(e)
+    if name == "datasets" and not params.orchestrate.datasets:
+        return "no datasets to prepare: list them in orchestrate.datasets"
+    if name in ("monitor", "retrain") and params.split.time.cutoff is None:
+        return ("no live windows to watch: set split.time.cutoff (e.g. split.time.cutoff: \"2015-01-01\") "
+                "so that the split stage cuts them")
+    return None
+
+
+def plan_deployments(params_path: str = "params.yaml", overrides: list[str] | None = None) -> DeploymentPlan:
+    """Sort the deployments into served and skipped (with the reason) for these params."""
     overrides = list(overrides or [])
     params = load_params(params_path, overrides)
     cfg = params.orchestrate
@@ -47,21 +76,37 @@ def build_deployments(params_path: str = "params.yaml", overrides: list[str] | N
     if unknown:
         raise RecloopError(f"orchestrate.schedules names {', '.join(unknown)}, which are not deployments; "
                            f"deployments: {', '.join(FLOWS)}")
-    deployments = []
-    for name, flow in FLOWS.items():
-        if name == "datasets" and not cfg.datasets:
-            continue
-        if name in LIVE_FLOWS and params.split.time.cutoff is None:
-            continue
-        cron = cfg.schedules.get(name)
+    for name, cron in cfg.schedules.items():
         try:
-            schedules = [Cron(cron, timezone=cfg.timezone)] if cron else []
+            if cron:
+                Cron(cron, timezone=cfg.timezone)
         except ValueError as e:
             raise RecloopError(f"orchestrate.schedules.{name}: {cron!r} is not a cron expression ({e})") from None
-        deployments.append(flow.to_deployment(
-            name=name, schedules=schedules, tags=["recloop"],
-            triggers=[retrain_trigger(params.monitor.project, str(params_path), overrides)] if name == "retrain" else None,
-            parameters={"params_path": str(params_path), "overrides": overrides},
+    served, skipped = {}, {}
+    for name in FLOWS:
+        why = _why_not(name, params, params_path, overrides)
+        if why:
+            skipped[name] = why
+        else:
+            served[name] = cfg.schedules.get(name)
+    return DeploymentPlan(params, str(params_path), overrides, served, skipped)
+
+
+def build_deployments(params_path: str = "params.yaml", overrides: list[str] | None = None,
+                      job_variables: dict[str, Any] | None = None) -> list[RunnerDeployment]:
+    """One deployment per flow with work to do, with the cron schedule (in `orchestrate.timezone`) params give it.
+
+    `job_variables` go to the work pool's job template (e.g. a process pool's `working_dir`).
+    """
+    planned = plan_deployments(params_path, overrides)
+    cfg, project = planned.params.orchestrate, planned.params.monitor.project
+    deployments = []
+    for name, cron in planned.served.items():
+        schedules = [Cron(cron, timezone=cfg.timezone)] if cron else []
+        trigger = [retrain_trigger(project, planned.params_path, planned.overrides)] if name == "retrain" else None
+        deployments.append(FLOWS[name].to_deployment(
+            name=name, schedules=schedules, tags=["recloop"], triggers=trigger,
+            parameters={"params_path": planned.params_path, "overrides": planned.overrides},
             job_variables=job_variables, entrypoint_type=EntrypointType.MODULE_PATH))
     return deployments
 

@@ -1,7 +1,9 @@
 """Fan-out on Dask: the datasets listed in `orchestrate.datasets` go through ingest -> validate -> split side by side.
 
 Each dataset is the main params with its own ingest section (and optionally validate/split sections)
-and its own folders, so it runs the very same stages, cache and tasks as the training pipeline.
+and its own folders, and runs the stage table's compositions (components/stages.py) in a task each.
+dvc.yaml declares the main pipeline's folders only, so these stages are not DVC's: they run every
+time, and dvc.lock holds no record of them.
 The Dask cluster is a local one by default, or the running scheduler at `orchestrate.dask_address`.
 """
 from __future__ import annotations
@@ -14,8 +16,8 @@ from prefect_dask import DaskTaskRunner
 from components.config import DatasetConfig, OrchestrateConfig, Params, load_params
 from components.errors import RecloopError
 from flows.artifacts import publish
+from flows.dvcfile import load_stages, plan
 from flows.stage_runs import Job, StageOutcome, run_jobs
-from flows.stages import load_stages, plan
 
 DATASETS_ROOT = Path("data/datasets")
 
@@ -62,7 +64,7 @@ def _prepare_on_dask(params_path: str, overrides: list[str], target: str) -> dic
     jobs = {}
     for dataset in params.orchestrate.datasets:
         dataset_run = dataset_params(params, dataset)
-        jobs[dataset.name] = Job(dataset_run, plan(load_stages(dataset_run), target))
+        jobs[dataset.name] = Job(dataset_run, plan(load_stages(dataset_run), target), through_dvc=False)
     outcomes = run_jobs(jobs, params.orchestrate)
     publish("datasets", "recloop datasets", jobs, outcomes)
     return outcomes

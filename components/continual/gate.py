@@ -11,17 +11,18 @@ metrics, tags) and to `reports/continual/<run>.json` and `.md`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from components.atomic import write_text
 from components.config import ContinualConfig, TrackingConfig
 from components.data.dataset import SplitData
 from components.evaluation.evaluator import evaluate_ranking
 from components.evaluation.prequential import bootstrap_se, prequential_split, score
 from components.evaluation.protocol import Recommender
+from components.tracking import create_run
 
 METRIC = "ndcg@10"
 
@@ -100,7 +101,6 @@ def record(decision: GateDecision, report_dir: Path, tracking: TrackingConfig | 
            params: dict | None = None) -> Path:
     """Write `<report_dir>/<run>.json` and `.md` atomically; log params, metrics and tags to MLflow."""
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
     body = {**decision.to_dict(), "params": params or {}}
     md = (f"# Continual run {decision.run}\n\n**{'Promoted' if decision.promote else 'Refused'}**\n\n"
           f"| set | targets | champion {METRIC} | challenger {METRIC} |\n|---|---|---|---|\n"
@@ -108,10 +108,7 @@ def record(decision: GateDecision, report_dir: Path, tracking: TrackingConfig | 
                     for name, s in (("new window", decision.window), ("guard", decision.guard)))
           + "\n" + "".join(f"- {r}\n" for r in decision.reasons))
     for suffix, text in ((".json", json.dumps(body, indent=2, default=str) + "\n"), (".md", md)):
-        path = report_dir / f"{decision.run}{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(report_dir / f"{decision.run}{suffix}", text)
     if tracking is not None and tracking.uri:
         _log_mlflow(decision, tracking.uri, experiment, params or {})
     return report_dir / f"{decision.run}.json"
@@ -121,11 +118,9 @@ def _log_mlflow(decision: GateDecision, uri: str, experiment: str, params: dict)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=f"gate-{decision.run}",
-                            tags={"recloop.stage": "continual", "gate.decision": "promote" if decision.promote
-                                  else "refuse", "gate.reasons": " | ".join(decision.reasons)})
+    run = create_run(client, experiment, f"gate-{decision.run}",
+                     tags={"recloop.stage": "continual", "gate.decision": "promote" if decision.promote
+                           else "refuse", "gate.reasons": " | ".join(decision.reasons)})
     run_id = run.info.run_id
     for key, value in {**params, "min_gain": decision.min_gain, "max_forgetting": decision.max_forgetting}.items():
         client.log_param(run_id, key, str(value)[:500])

@@ -2,7 +2,8 @@
 -> registry (challenger; champion on a pass) -> the service reloads.
 
 The champion is the registry's `champion` bundle, or `models/finetuned` with the split while the
-registry has none. What the run made stays under `<paths.models>/continual/<run>/` (model, split,
+registry has none. The window step itself (grow, hold out, fine-tune, gate) is `components.continual.window_step`,
+shared with `simulate`. What the run made stays under `<paths.models>/continual/<run>/` (model, split,
 features), so the registered bundle and the report can always be traced back to it.
 """
 from __future__ import annotations
@@ -21,15 +22,13 @@ import numpy as np
 import pandas as pd
 
 from components.config import Params
-from components.continual.finetune import continual_finetune, grow_model
-from components.continual.gate import GateDecision, compare, record
-from components.continual.simulate import cached_text
-from components.continual.windows import grow_ids, grow_items, holdout_split, on_catalog, sample_users
+from components.continual.gate import GateDecision, record
+from components.continual.window_step import challenge, open_window
 from components.data.dataset import PARTS, SplitData
 from components.data.schema import ITEMS_FILE
 from components.errors import RecloopError
-from components.models.artifacts import TrainedModel, load_trained, save_trained
-from components.models.scoring import RecloopScorer
+from components.features.text import cached_text
+from components.models.artifacts import FINETUNED_DIR, TrainedModel, load_trained, save_trained
 
 log = logging.getLogger(__name__)
 CONTINUAL_DIR = "continual"
@@ -72,7 +71,7 @@ def _champion(params: Params, work: Path) -> tuple[TrainedModel, pd.DataFrame, p
         items = bundle.items.drop(columns=["popularity"], errors="ignore")
         return bundle.trained, items, bundle.users, bundle.histories, f"registry version {version}"
     data = SplitData.load(params.paths.split)
-    trained = load_trained(Path(params.paths.models) / "finetuned")
+    trained = load_trained(Path(params.paths.models) / FINETUNED_DIR)
     histories = pd.concat([getattr(data, p) for p in PARTS], ignore_index=True).drop(columns=["user_idx", "item_idx"])
     return trained, data.items, data.users, histories, "models/finetuned (the registry has no champion)"
 
@@ -119,8 +118,9 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
     `trigger` (the drift event's payload, when a deployment trigger started the run) is logged with the decision.
     """
     from components.monitoring.monitor import latest_live_window
-    from components.registry.registry import log_bundle, promote
+    from components.registry.registry import promote
     from components.serving.bundle import build_bundle
+    from components.serving.package import log_bundle
 
     start = time.perf_counter()
     cfg = params.continual
@@ -143,19 +143,13 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
     # A champion packaged after this window was split off may already hold some of its rows.
     marked = history[keys].merge(rows[keys].drop_duplicates(), on=keys, how="left", indicator=True)
     history = history[(marked["_merge"] == "left_only").to_numpy()]
-    grown = grow_items(items, _catalog(params), grow_ids(champion.item_ids, pd.concat([history["item_id"],
-                                                                                       rows["item_id"]])))
-    data = holdout_split(grown, history, rows.drop(columns=["split"], errors="ignore"), users, cfg.holdout_share)
     f = params.featurize
-    text = cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir)(data.items)
-    challenger, result = continual_finetune(champion, data, text, cfg, params.finetune, params.seed,
-                                            since=int(rows["timestamp"].min()))
-
-    guard = on_catalog(SplitData.load(params.paths.split), data.items, data.users)
-    guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, params.seed)
-    decision = compare(RecloopScorer(grow_model(champion, data, text), "champion").fit(data),
-                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users,
-                       params.seed)
+    opened = open_window(champion, items, _catalog(params), history, rows.drop(columns=["split"], errors="ignore"),
+                         users, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir), cfg.holdout_share)
+    data, text = opened.data, opened.text
+    challenged = challenge(champion, opened, SplitData.load(params.paths.split), cfg, params.finetune, params.seed,
+                           since=int(rows["timestamp"].min()))
+    challenger, result, decision = challenged.challenger, challenged.training, challenged.decision
     decision.run = run
     decision.extra = {"window": str(window), "source": source, "trigger": trigger or {},
                       "train_seconds": round(result.seconds, 1), "epochs": result.epochs}
@@ -177,5 +171,5 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
                     {"window": str(window), "source": source, "version": version, "lr_scale": cfg.lr_scale,
                      "replay_ratio": cfg.replay_ratio, "epochs": cfg.epochs,
                      "trigger": json.dumps(trigger or {}, default=str)[:400]})
-    return RetrainSummary(run, source, str(window), len(rows), data.n_items - len(champion.item_ids), decision,
+    return RetrainSummary(run, source, str(window), len(rows), opened.new_items, decision,
                           version, reloaded, report, time.perf_counter() - start)

@@ -1,33 +1,35 @@
 """A replay of real history through the continual loop: train up to a cutoff, then let the later
 interactions arrive window by window, each going monitor -> decide -> retrain -> gate -> promote.
 
-Everything runs in memory on the library functions the stages use (the monitor writes its reports
-under a work folder); `recloop simulate` prints one block per window and writes the steps as JSON.
+Everything runs in memory on the library functions the stages use: each window is the continual
+step of `retrain` (`components.continual.window_step`) with the monitor's verdict between its halves (the
+monitor writes its reports under a work folder); `recloop simulate` prints one block per window and
+writes the steps as JSON. The stream comes from `components.data.live_windows.Stream` (for MovieLens,
+`components.data.sources.movielens.movielens_stream`); text vectors from a `TextOf`, such as
+`components.features.text.cached_text`.
 """
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from components.atomic import write_text
 from components.config import ContinualConfig, FinetuneConfig, ModelConfig, MonitorConfig, PretrainConfig, SimulateConfig
-from components.continual.finetune import continual_finetune, grow_model
-from components.continual.gate import GateDecision, compare
-from components.continual.windows import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
+from components.continual.window_step import challenge, open_window
+from components.continual.window_split import grow_ids, grow_items, leave_last_out
 from components.data.dataset import SplitData
-from components.data.windows import SECONDS_PER_DAY, cutoff_seconds
+from components.data.live_windows import Stream
 from components.errors import RecloopError
 from components.evaluation.prequential import prequential_split, score
+from components.features.text import TextOf
 from components.models.artifacts import TrainedModel
 from components.models.scoring import RecloopScorer
-
-TextOf = Callable[[pd.DataFrame], np.ndarray]
 
 
 @dataclass
@@ -78,32 +80,6 @@ class SimulationSummary:
         return "\n".join([f"simulate: initial model trained in {self.initial_seconds:.1f}s",
                           *(s.describe() for s in self.steps),
                           f"{len(self.steps)} windows, {retrained} retrained, {promoted} promoted; wrote {self.report}"])
-
-
-@dataclass
-class Stream:
-    """Canonical interactions cut at `cutoff`; the later ones as consecutive windows of `window_days`."""
-
-    interactions: pd.DataFrame
-    cutoff: int
-    window_days: int
-
-    @property
-    def past(self) -> pd.DataFrame:
-        return self.interactions[self.interactions["timestamp"] < self.cutoff]
-
-    def windows(self, limit: int | None = None) -> Iterator[tuple[int, int, int, pd.DataFrame]]:
-        """(index, start, end, rows) of each non-empty window after the cutoff, in time order."""
-        ts = self.interactions["timestamp"].to_numpy(np.int64)
-        width = self.window_days * SECONDS_PER_DAY
-        last = int(ts.max()) if len(ts) else self.cutoff
-        count = 0
-        for k in range(max(0, (last - self.cutoff) // width + 1)):
-            start, end = self.cutoff + k * width, self.cutoff + (k + 1) * width
-            rows = self.interactions[(ts >= start) & (ts < end)]
-            if len(rows) and (limit is None or count < limit):
-                count += 1
-                yield k, start, end, rows
 
 
 def train_initial(data: SplitData, text: np.ndarray, model: ModelConfig, pretrain: PretrainConfig | None,
@@ -169,34 +145,25 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
     history = past
     learned = stream.cutoff  # the champion has learned every interaction before this
     for k, w_start, w_end, rows in stream.windows(cfg.max_windows):
-        known = len(champion.item_ids)
-        items = grow_items(items.iloc[:known], catalog,
-                           grow_ids(champion.item_ids, pd.concat([history["item_id"], rows["item_id"]])))
-        data = holdout_split(items, history, rows, base.users, continual.holdout_share)
-        text = text_of(items)
-        drift, reasons = _drift(monitor_cfg, history, rows, items, text, work_dir, k, seed)
-        grown = grow_model(champion, data, text)
+        window = open_window(champion, items, catalog, history, rows, base.users, text_of, continual.holdout_share)
+        data, items = window.data, window.data.items
+        drift, reasons = _drift(monitor_cfg, history, rows, items, window.text, work_dir, k, seed)
         step = WindowStep(k, _iso(w_start), _iso(w_end), len(rows), rows["user_id"].nunique(),
-                          len(items) - known, drift, reasons, retrained=drift or cfg.retrain == "always",
+                          window.new_items, drift, reasons, retrained=drift or cfg.retrain == "always",
                           champion_ndcg=0.0)
         if step.retrained:
-            guard = on_catalog(base, items, data.users)
-            guard_users = sample_users(guard.test["user_idx"].to_numpy(), continual.max_guard_users, seed)
-            t0 = time.perf_counter()
             # After refusals (or windows without drift) the challenger catches up on all of them.
-            challenger, _ = continual_finetune(champion, data, text, continual, finetune, seed, since=learned)
-            step.train_seconds = time.perf_counter() - t0
-            decision: GateDecision = compare(RecloopScorer(grown, "champion").fit(data),
-                                             RecloopScorer(challenger, "challenger").fit(data),
-                                             data, guard, continual, guard_users, seed)
+            challenged = challenge(champion, window, base, continual, finetune, seed, since=learned)
+            decision = challenged.decision
+            step.train_seconds = challenged.training.seconds
             step.champion_ndcg, step.challenger_ndcg = decision.window["champion"], decision.window["challenger"]
             step.targets = int(decision.window["targets"])
             step.promoted, step.gate_reasons = decision.promote, decision.reasons
             if decision.promote:  # the window's held-out part is still to learn
-                champion, learned = challenger, int(data.test["timestamp"].min())
+                champion, learned = challenged.challenger, int(data.test["timestamp"].min())
         else:
             held_out = prequential_split(data, continual.max_window_targets, seed)
-            step.champion_ndcg = score(RecloopScorer(grown, "champion").fit(data), held_out, seed=seed).ndcg
+            step.champion_ndcg = score(RecloopScorer(window.champion, "champion").fit(data), held_out, seed=seed).ndcg
             step.targets = len(held_out.user_of)
         steps.append(step)
         if on_window is not None:
@@ -205,35 +172,6 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
 
     work_dir.mkdir(parents=True, exist_ok=True)
     report = work_dir / "simulation.json"
-    report.write_text(json.dumps({"initial_seconds": initial_seconds, "steps": [asdict(s) for s in steps]},
-                                 indent=2) + "\n")
+    write_text(report, json.dumps({"initial_seconds": initial_seconds, "steps": [asdict(s) for s in steps]},
+                                  indent=2) + "\n")
     return SimulationSummary(steps, initial_seconds, report)
-
-
-def movielens_stream(path: Path, cfg: SimulateConfig) -> tuple[Stream, pd.DataFrame]:
-    """The embedded MovieLens ratings as a stream, and its movies as the catalog."""
-    path = Path(path)
-    if not (path / "ratings.csv").exists():
-        raise RecloopError(f"{path} holds no MovieLens ratings.csv: point ingest.path at ml-latest-small")
-    raw = pd.read_csv(path / "ratings.csv")
-    interactions = pd.DataFrame({"user_id": raw["userId"].astype(str), "item_id": raw["movieId"].astype(str),
-                                 "timestamp": raw["timestamp"].astype("int64"), "event": "rate",
-                                 "value": raw["rating"].astype(float), "domain": "movies"})
-    movies = pd.read_csv(path / "movies.csv")
-    catalog = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
-                            "categories": movies["genres"].str.split("|"), "domain": "movies"})
-    return Stream(interactions, cutoff_seconds(cfg.cutoff), cfg.window_days), catalog
-
-
-def cached_text(encoder: str, max_length: int, batch_size: int, cache_dir: Path) -> TextOf:
-    """`text_of` through the featurize cache: only texts never seen before are encoded."""
-    from components.features.featurize import _slug
-    from components.features.text import EmbeddingCache, TextEncoder, compose_item_text, encode_with_cache
-
-    model = TextEncoder(encoder, max_length, batch_size)
-    cache = EmbeddingCache(Path(cache_dir) / f"{_slug(encoder)}-{max_length}.npz")
-
-    def text_of(items: pd.DataFrame) -> np.ndarray:
-        return encode_with_cache(model, compose_item_text(items).tolist(), cache, progress=sys.stderr.isatty())[0]
-
-    return text_of

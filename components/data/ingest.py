@@ -6,17 +6,13 @@ The report (`report_dir/ingest.json`, a DVC metric) holds the counts, the time r
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from components.atomic import staged_files, write_json
 from components.config import IngestConfig
-from components.data.schema import INTERACTIONS_FILE, ITEMS_FILE, QUARANTINE_FILE, USERS_FILE
 from components.data.sources import ADAPTERS
 from components.data.sources.sink import SinkStats, SourceInfo, TableSink
 from components.errors import RecloopError
@@ -85,36 +81,23 @@ def _report(cfg: IngestConfig, info: SourceInfo, stats: SinkStats, wall: float) 
     }
 
 
-def _write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def ingest(cfg: IngestConfig, out_dir: Path, report_dir: Path) -> IngestSummary:
     """Read `cfg.source` at `cfg.path` into canonical tables in `out_dir`; write `report_dir/ingest.json`."""
     start = time.perf_counter()
     if not Path(cfg.path).exists():
         raise RecloopError(f"ingest.path {cfg.path} does not exist: point it at the {cfg.source} data")
     out_dir, report_dir = Path(out_dir), Path(report_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out_dir))
-    try:
+    with staged_files(out_dir) as staging:
         with TableSink(staging, cfg.domain, cfg.only_interacted) as sink:
             info = ADAPTERS[cfg.source](cfg, sink)
             stats = sink.finish()
         if stats.interactions == 0:
             reasons = ", ".join(f"{r} ({n})" for r, n in stats.quarantined.most_common(3)) or "the source is empty"
             raise RecloopError(f"no interaction could be read from {cfg.path} as {cfg.source}: {reasons}")
-        for name in (INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE, QUARANTINE_FILE):
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     wall = time.perf_counter() - start
     report = _report(cfg, info, stats, wall)
     report_path = report_dir / REPORT_FILE
-    _write_json(report, report_path)
+    write_json(report_path, report)
     return IngestSummary(
         source=cfg.source, dataset=info.dataset, out_dir=out_dir, report_path=report_path,
         interactions=stats.interactions, users=stats.users, items=stats.items,

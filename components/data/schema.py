@@ -8,13 +8,13 @@ users:        user_id, plus optional attributes (age, gender, occupation, region
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from components.atomic import replaced
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "event", "value", "domain"]
 ITEM_COLUMNS = ["item_id", "title", "text", "categories", "domain"]
@@ -48,15 +48,8 @@ def quarantine_frame(table: str, reason: str | pd.Series, rows: pd.DataFrame | l
 
 def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with replaced(path) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from components.atomic import staged_dir, write_json
 from components.config import SplitConfig
 from components.data.dataset import PARTS
 from components.data.schema import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
-from components.data.windows import Window, cutoff_seconds, write_windows
+from components.data.live_windows import Window, cutoff_seconds, write_windows
 from components.errors import RecloopError
 
 REPORT_FILE = "split.json"

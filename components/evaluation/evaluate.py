@@ -20,6 +20,7 @@ from components.evaluation.baselines import ContentKNN, ImplicitALS, ImplicitBPR
 from components.evaluation.evaluator import RankingResult, evaluate_ranking
 from components.evaluation.protocol import Recommender
 from components.evaluation.report import headline_stage, metrics_tree, write_report
+from components.tracking import ensure_experiment, metric_key, run_tags
 
 
 @dataclass
@@ -66,9 +67,9 @@ def _content(ctx: ModelContext) -> Recommender:
 
 
 def _recloop(ctx: ModelContext) -> Recommender:
-    from components.models.recommender import load_recommender
+    from components.models.scoring import load_finetuned_scorer
 
-    return load_recommender(ctx.models_dir)  # the finetune stage's model; `fit` checks the catalog
+    return load_finetuned_scorer(ctx.models_dir)  # the finetune stage's model; `fit` checks the catalog
 
 
 MODELS: dict[str, Callable[[ModelContext], Recommender]] = {
@@ -122,11 +123,6 @@ def sample_users(data: SplitData, stages: list[str], max_users: int | None, seed
     return np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
 
 
-def _mlflow_key(name: str) -> str:
-    # MLflow keys allow letters, digits, _ - . / and spaces, not "@" or "=".
-    return name.replace("@", "_at_").replace("=", "_")
-
-
 def log_to_mlflow(tracking_uri: str, experiment: str, cfg: EvaluateConfig, results: dict[str, dict[str, RankingResult]],
                   fit_seconds: dict[str, float], report_dir: Path, outputs: dict[str, Path]) -> str:
     """One parent run for the call, one nested run per model with its metrics; the report as artifacts."""
@@ -134,21 +130,21 @@ def log_to_mlflow(tracking_uri: str, experiment: str, cfg: EvaluateConfig, resul
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = ensure_experiment(client, experiment)
+    provenance = run_tags()
     now = int(time.time() * 1000)
-    parent = client.create_run(experiment_id, run_name="evaluate")
+    parent = client.create_run(experiment_id, run_name="evaluate", tags=provenance)
     flat_cfg = {k: v for k, v in cfg.model_dump(mode="json").items() if not isinstance(v, dict)}
     client.log_batch(parent.info.run_id, params=[Param(k, str(v)) for k, v in flat_cfg.items()])
     for model, metrics in metrics_tree(results).items():
         if model == "slice_sizes":
             continue
         child = client.create_run(experiment_id, run_name=model,
-                                  tags={"mlflow.parentRunId": parent.info.run_id, "model": model})
+                                  tags={**provenance, "mlflow.parentRunId": parent.info.run_id, "model": model})
         section = getattr(cfg, model, None)
         params = [Param("model", model)] + ([Param(k, str(v)) for k, v in section.model_dump().items()]
                                             if hasattr(section, "model_dump") else [])
-        values = [Metric(_mlflow_key(k), float(v), now, 0) for k, v in metrics.items()]
+        values = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
         values.append(Metric("fit_seconds", fit_seconds[model], now, 0))
         for start in range(0, len(values), 500):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(child.info.run_id, metrics=values[start:start + 500],

@@ -9,16 +9,12 @@ Layout under the reports directory:
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from components.atomic import replaced, staged_dir, write_json, write_text
 from components.evaluation import metrics as M
 from components.evaluation.evaluator import RankingResult
 
@@ -35,18 +31,6 @@ def headline_stage(results: Results) -> str:
     """The stage whose numbers lead the report: test when evaluated, else valid."""
     stages = {s for per_stage in results.values() for s in per_stage}
     return "test" if "test" in stages else "valid"
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def metrics_tree(results: Results) -> dict:
@@ -259,26 +243,15 @@ def write_report(results: Results, fit_seconds: dict[str, float], context: dict,
     curves = curve_frame(results, context["items"])
     by_pop = popularity_frame(results)
 
-    _atomic_write(paths["metrics"], lambda p: p.write_text(json.dumps(metrics_tree(results), indent=2) + "\n"))
-    _atomic_write(paths["metric_vs_k"], lambda p: curves.to_csv(p, index=False, float_format="%.6f"))
-    _atomic_write(paths["by_popularity"], lambda p: by_pop.to_csv(p, index=False, float_format="%.6f"))
+    write_json(paths["metrics"], metrics_tree(results))
+    for key, frame in (("metric_vs_k", curves), ("by_popularity", by_pop)):
+        with replaced(paths[key]) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6f")
 
-    report_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=report_dir, prefix=f".{ASSETS_DIR}."))
-    try:
+    with staged_dir(paths["assets"]) as staging:
         charts = _charts(results, curves, by_pop, staging)
         for name, frame in (topk_frames or {}).items():
             (staging / "topk").mkdir(exist_ok=True)
             frame.to_parquet(staging / "topk" / f"{name}.parquet", index=False)
-        old = report_dir / f".{ASSETS_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if paths["assets"].exists():
-            paths["assets"].rename(old)
-        staging.rename(paths["assets"])
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    text = _markdown(results, fit_seconds, context, charts)
-    _atomic_write(paths["report"], lambda p: p.write_text(text))
+    write_text(paths["report"], _markdown(results, fit_seconds, context, charts))
     return paths

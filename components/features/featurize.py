@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components.atomic import replaced, write_text
 from components.config import FeaturizeConfig
 from components.data.schema import ITEMS_FILE
 from components.errors import RecloopError
-from components.features.text import EmbeddingCache, TextEncoder, compose_item_text, encode_with_cache
+from components.features.text import EmbeddingCache, TextEncoder, cache_file, compose_item_text, encode_with_cache
 
 TEXT_VECTORS_FILE = "item_text.npy"
 HAS_TEXT_FILE = "item_has_text.npy"
@@ -56,7 +56,7 @@ def featurize(cfg: FeaturizeConfig, split_dir: Path, out_dir: Path) -> Featurize
     items = pd.read_parquet(items_path)
     texts = compose_item_text(items).tolist()
     model = TextEncoder(cfg.encoder, cfg.max_length, cfg.batch_size)
-    cache = EmbeddingCache(Path(cfg.cache_dir) / f"{_slug(cfg.encoder)}-{cfg.max_length}.npz")
+    cache = EmbeddingCache(cache_file(cfg.cache_dir, cfg.encoder, cfg.max_length))
     vectors, encoded_now = encode_with_cache(model, texts, cache, progress=True)
     has_text = np.array([bool(t.strip()) for t in texts])
 
@@ -66,13 +66,8 @@ def featurize(cfg: FeaturizeConfig, split_dir: Path, out_dir: Path) -> Featurize
             "items": len(items), "without_text": int((~has_text).sum()),
             "fallback": "items without text get the zero vector; the model places them by ID and attributes"}
     for name, array in ((TEXT_VECTORS_FILE, vectors), (HAS_TEXT_FILE, has_text)):
-        tmp = out_dir / f".{name}.tmp.npy"
-        np.save(tmp, array)
-        os.replace(tmp, out_dir / name)
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+        with replaced(out_dir / name) as tmp:
+            np.save(tmp, array)
+    write_text(out_dir / META_FILE, json.dumps(meta, indent=2))
     return FeaturizeSummary(out_dir, len(items), int(vectors.shape[1]), encoded_now,
                             meta["without_text"], time.perf_counter() - start)
-
-
-def _slug(encoder: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(encoder).name or encoder)

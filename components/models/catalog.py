@@ -1,11 +1,13 @@
 """The catalog as the model sees it: text vectors, attribute codes, which items have trained IDs.
 
 `build_model` turns the model params, the fitted vocabulary and a dataset's catalog into a ready
-`Recloop`; `load_catalog` refreshes an existing model's catalog buffers for another item table.
+`Recloop`; `load_catalog` refreshes an existing model's catalog buffers for another item table;
+`resize_catalog` carries a trained model over to another or a grown catalog (transfer, continual growth).
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,9 @@ import torch
 from components.config import ModelConfig
 from components.data.dataset import SplitData
 from components.errors import RecloopError
-from components.models.model import Recloop, RecloopConfig
+from components.models.artifacts import TrainedModel
+from components.models.architecture import recloop_config
+from components.models.model import Recloop
 from components.models.vocab import Vocab, codes, item_attribute_tokens
 
 
@@ -28,16 +32,6 @@ def item_attribute_codes(items: pd.DataFrame, vocab: Vocab, slots: int) -> np.nd
     out = np.zeros((len(items), slots), np.int64)
     out[tokens["row"].to_numpy()[keep], slot[keep]] = tokens["code"].to_numpy()[keep]
     return out
-
-
-def model_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int) -> RecloopConfig:
-    """The params' model section plus the sizes the data dictates."""
-    shared = {f.name for f in fields(RecloopConfig)} & set(type(knobs).model_fields)
-    return RecloopConfig(n_items=n_items, text_dim=text_dim, n_attributes=len(vocab.attributes) + 1,
-                         n_events=len(vocab.events) + 1, n_value_buckets=len(vocab.value_edges) + 2,
-                         n_domains=len(vocab.domains) + 1, profile_sizes=vocab.profile_sizes(),
-                         rating_mean=vocab.rating_mean, rating_std=vocab.rating_std,
-                         **{name: getattr(knobs, name) for name in shared})
 
 
 def check_text(text: np.ndarray, data: SplitData) -> np.ndarray:
@@ -59,6 +53,74 @@ def load_catalog(model: Recloop, data: SplitData, text: np.ndarray, vocab: Vocab
 def build_model(knobs: ModelConfig, data: SplitData, text: np.ndarray, vocab: Vocab) -> Recloop:
     """A freshly initialised model for `data`'s catalog."""
     text = check_text(text, data)
-    model = Recloop(model_config(knobs, vocab, data.n_items, text.shape[1]))
+    model = Recloop(recloop_config(knobs, vocab, data.n_items, text.shape[1]))
     load_catalog(model, data, text, vocab)
     return model
+
+
+def resize_catalog(trained: TrainedModel, data: SplitData, text: np.ndarray, *, new_rows: Literal["fresh", "zero"],
+                   buffers: Literal["rebuild", "extend"]) -> TrainedModel:
+    """`trained` for `data`'s catalog: shared layers as they are, ID rows matched by item_id.
+
+    `new_rows`, the ID rows of items `trained` never saw:
+    - "fresh": random, as a model built from scratch has them (transfer: they are trained from there,
+      and the seed fixes them);
+    - "zero": no ID contribution, so a new item starts exactly where its text and attributes place
+      it, the vector the model already served for it as a cold item (growth: the gate compares the
+      grown champion as it served, and the challenger moves the rows from there).
+    `buffers`, the catalog's text, attributes and which items have text and a trained ID:
+    - "rebuild": from `data` and `text` (another catalog: nothing per item carries over);
+    - "extend": `data`'s catalog starts with `trained`'s items in order (it grew in place): their
+      rows are copied bit for bit and the new rows appended (see `_extend_buffers`).
+    """
+    text = check_text(text, data)
+    source = trained.model
+    if text.shape[1] != source.config.text_dim:
+        raise RecloopError(f"the model reads {source.config.text_dim}-d text vectors but the features hold "
+                           f"{text.shape[1]}-d ones: featurize with the same encoder")
+    ids = data.items["item_id"].astype(str).tolist()
+    if buffers == "extend" and ids[:source.config.n_items] != trained.item_ids:
+        raise RecloopError("the new catalog must start with the model's items in the model's order")
+    model = Recloop(replace(source.config, n_items=len(ids)))
+    per_catalog = {"tower.id_embedding.weight", *(f"tower.{name}" for name, _ in source.tower.named_buffers())}
+    model.load_state_dict({k: v for k, v in source.state_dict().items() if k not in per_catalog}, strict=False)
+    if model.tower.id_embedding is not None:
+        rows = pd.Index(trained.item_ids).get_indexer(ids)
+        known = rows >= 0
+        with torch.no_grad():
+            weight = model.tower.id_embedding.weight
+            if new_rows == "zero":
+                weight.zero_()
+            weight[torch.from_numpy(known)] = source.tower.id_embedding.weight[torch.from_numpy(rows[known])]
+    if buffers == "rebuild":
+        load_catalog(model, data, text, trained.vocab)
+    else:
+        _extend_buffers(model, source, data, text, trained.vocab)
+    return TrainedModel(model.eval(), trained.vocab, ids)
+
+
+def _extend_buffers(model: Recloop, source: Recloop, data: SplitData, text: np.ndarray, vocab: Vocab) -> None:
+    """`source`'s catalog buffers for its items, `data`'s for the items appended after them.
+
+    The rows of `text` for the old items must be those `source` was built with (the featurize cache
+    guarantees it), as their centring is kept.
+    """
+    tower, old = model.tower, source.tower
+    n_old = source.config.n_items
+    raw = torch.from_numpy(text)
+    has_text = raw.norm(dim=1) > 0
+    # The source centred its text vectors on its own catalog's mean: new items get the same shift.
+    old_has = has_text[:n_old]
+    mean = raw[:n_old][old_has].mean(0) if old_has.any() else torch.zeros(raw.shape[1])
+    popular = torch.from_numpy(data.item_popularity() > 0)
+    attributes = torch.from_numpy(item_attribute_codes(data.items, vocab, source.config.max_item_attributes))
+    with torch.no_grad():
+        tower.text[:n_old] = old.text
+        tower.text[n_old:] = torch.where(has_text[n_old:, None], raw[n_old:] - mean, torch.zeros_like(raw[n_old:]))
+        tower.has_text[:n_old] = old.has_text
+        tower.has_text[n_old:] = has_text[n_old:]
+        tower.attributes[:n_old] = old.attributes
+        tower.attributes[n_old:] = attributes[n_old:]
+        # An item keeps its trained ID; one that gained training interactions starts using its own.
+        tower.has_id.copy_(popular)
+        tower.has_id[:n_old] |= old.has_id

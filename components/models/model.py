@@ -11,18 +11,24 @@ adds the item vector, a learned position, the event and its value, time context 
 hour, weekday), and the user's profile and domain (scenario) as conditioning. Sequences are padded
 on the right, so plain causal attention never lets a real position see padding.
 
-Heads: next-item retrieval (hidden · item vector over the catalog: full softmax, or sampled softmax
-with log-Q correction for very large catalogs), like probability and rating, both scored on the
-(hidden state, candidate item) pair.
+Heads, each a module that carries its own loss (`HEADS`, in the order their losses are computed):
+next-item retrieval (hidden · item vector over the catalog: full softmax, or sampled softmax with
+log-Q correction for very large catalogs), like probability (BCE) and rating (MSE in standard
+units), both scored on the (hidden state, candidate item) pair, and the ID-text alignment, an
+auxiliary objective with no weights of its own. `forward` computes the loss of each task asked for;
+adding a task means a head class here, its labels (`Targets`, `models/sequences.py`) and its weight
+in params.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from components.models.softmax import full_softmax_cross_entropy
 
 # Time context vocabulary sizes; 0 is padding in each. Gap buckets: 1 = first interaction,
 # 2 + floor(log2(1 + minutes)) after that, capped (2^21 minutes is about 4 years).
@@ -30,36 +36,37 @@ GAP_BUCKETS = 24
 HOURS = 25
 WEEKDAYS = 8
 
-TASKS = ("retrieval", "like", "rating", "contrastive")
-
-
 @dataclass
 class RecloopConfig:
-    """Everything that fixes the model's shape: the model params plus sizes learned from the data."""
+    """Everything that fixes the model's shape: the model params plus sizes learned from the data.
+
+    No field has a default: whoever builds one (`components/models/architecture.py`, or a saved
+    config.json) names every field, so a knob can never silently fall back to a default.
+    """
 
     n_items: int
-    text_dim: int = 384
+    text_dim: int
     # Attribute vocabulary plus the padding row, and attribute slots per item.
-    n_attributes: int = 1
-    max_item_attributes: int = 16
-    n_events: int = 1
-    n_value_buckets: int = 1
-    n_domains: int = 1
-    profile_sizes: list[int] = field(default_factory=list)
-    rating_mean: float = 0.0
-    rating_std: float = 1.0
-    dim: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.3
-    max_len: int = 50
-    use_id: bool = True
-    use_text: bool = True
-    use_attributes: bool = True
-    use_context: bool = True
-    use_profile: bool = True
-    id_dropout: float = 0.1
-    text_hidden: int = 256
+    n_attributes: int
+    max_item_attributes: int
+    n_events: int
+    n_value_buckets: int
+    n_domains: int
+    profile_sizes: list[int]
+    rating_mean: float
+    rating_std: float
+    dim: int
+    layers: int
+    heads: int
+    dropout: float
+    max_len: int
+    use_id: bool
+    use_text: bool
+    use_attributes: bool
+    use_context: bool
+    use_profile: bool
+    id_dropout: float
+    text_hidden: int
 
 
 @dataclass
@@ -202,8 +209,45 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+@dataclass
+class Supervised:
+    """What the heads learn from: every position of a batch that has a next item, and the catalog."""
+
+    hidden: torch.Tensor  # (M, D) hidden states
+    target: torch.Tensor  # (M,) next item_idx
+    target_vectors: torch.Tensor  # (M, D) the next items' vectors
+    likes: torch.Tensor  # (M,) 1.0 / 0.0; NaN = no like label
+    ratings: torch.Tensor  # (M,) explicit rating; NaN = not rated
+    tower: ItemTower
+    table: torch.Tensor | None  # (N, D) every item's vector; None with sampled negatives
+    negatives: Negatives | None
+    temperature: float
+
+
+class RetrievalHead(nn.Module):
+    """The next item over the catalog, scored by hidden · item vector: weights tied to the item tower."""
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+
+    def loss(self, s: Supervised) -> torch.Tensor:
+        """Full softmax over the catalog; with negatives, a sampled softmax whose logits are corrected
+        by -log q, so that popular (often drawn) items are not over-penalised and the estimate stays
+        consistent with the full softmax.
+        """
+        h, target, negatives = s.hidden, s.target, s.negatives
+        if negatives is None:
+            return full_softmax_cross_entropy(h, s.table, target)
+        positive = (h * s.target_vectors).sum(-1, keepdim=True) - negatives.log_q[target].unsqueeze(-1)
+        negative = h @ s.tower(negatives.items).T - negatives.log_q[negatives.items]  # (M, K)
+        # A negative that is the row's own target is not a negative.
+        negative = negative.masked_fill(negatives.items.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long, device=h.device))
+
+
 class PairHead(nn.Module):
-    """One number for a (history state, candidate item) pair: a like logit or a rating in standard units."""
+    """One number for a (history state, candidate item) pair."""
 
     def __init__(self, config: RecloopConfig):
         super().__init__()
@@ -211,6 +255,74 @@ class PairHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([hidden, item, hidden * item], dim=-1)).squeeze(-1)
+
+
+class LikeHead(PairHead):
+    """Whether the user likes the candidate: forward gives the logit, `predict` the probability."""
+
+    def predict(self, hidden: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(hidden, item))
+
+    def loss(self, s: Supervised) -> torch.Tensor:
+        known = ~torch.isnan(s.likes)
+        if not known.any():
+            return s.hidden.new_zeros(())
+        return F.binary_cross_entropy_with_logits(self(s.hidden[known], s.target_vectors[known]), s.likes[known])
+
+
+class RatingHead(PairHead):
+    """The user's rating of the candidate, learned in standard units (the training ratings' mean and std)."""
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__(config)
+        self.mean, self.std = config.rating_mean, config.rating_std
+
+    def predict(self, hidden: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.std * self(hidden, item)
+
+    def loss(self, s: Supervised) -> torch.Tensor:
+        known = ~torch.isnan(s.ratings)
+        if not known.any():
+            return s.hidden.new_zeros(())
+        standard = (s.ratings[known] - self.mean) / self.std
+        return F.mse_loss(self(s.hidden[known], s.target_vectors[known]), standard)
+
+
+class IdTextAlignment(nn.Module):
+    """Auxiliary objective: symmetric InfoNCE between the ID and text vectors of the batch's target items.
+
+    Pulls an item's ID embedding and its text representation together (and apart from other
+    items'), so the two are interchangeable: what the ID learned from interactions flows into the
+    text adapter, which is all a cold item has.
+    """
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+
+    def loss(self, s: Supervised) -> torch.Tensor:
+        tower = s.tower
+        if tower.id_embedding is None or tower.text_adapter is None:
+            return tower.text.new_zeros(())
+        items = s.target.unique()
+        items = items[tower.has_text[items] & tower.has_id[items]]
+        if len(items) < 2:
+            return tower.text.new_zeros(())
+        z_id = F.normalize(tower.id_embedding(items), dim=-1)  # (K, D)
+        z_text = F.normalize(tower.text_adapter(tower.text[items]), dim=-1)  # (K, D)
+        labels = torch.arange(len(items), device=items.device)
+        # ID -> text and text -> ID: the (K, K) logits and their transpose, never held in memory.
+        return (full_softmax_cross_entropy(z_id / s.temperature, z_text, labels)
+                + full_softmax_cross_entropy(z_text / s.temperature, z_id, labels)) / 2
+
+
+# Task name -> head; the names are the keys of the loss weights in params (pretrain/finetune.weights).
+HEADS: dict[str, type[nn.Module]] = {
+    "retrieval": RetrievalHead,
+    "like": LikeHead,
+    "rating": RatingHead,
+    "contrastive": IdTextAlignment,
+}
+TASKS = tuple(HEADS)
 
 
 class Recloop(nn.Module):
@@ -232,8 +344,7 @@ class Recloop(nn.Module):
         self.input_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(d)
-        self.like_head = PairHead(config)
-        self.rating_head = PairHead(config)
+        self.task_heads = nn.ModuleDict({name: head(config) for name, head in HEADS.items()})
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by depth so the residual stream does not grow with layers.
         for name, p in self.named_parameters():
@@ -282,77 +393,30 @@ class Recloop(nn.Module):
         last = (batch.lengths - 1).clamp(min=0)
         return hidden[torch.arange(len(last), device=last.device), last]
 
-    def pair_predictions(self, batch: SequenceBatch, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Like probability and rating (B,) of candidate item_idx `items` (B,) as each row's next item."""
+    def pair_predictions(self, batch: SequenceBatch, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each pair head's prediction (B,), like probability and rating, of item_idx `items` (B,) as next item."""
         hidden = self.last_states(batch, None)
         vectors = self.tower(items)
-        like = torch.sigmoid(self.like_head(hidden, vectors))
-        rating = self.config.rating_mean + self.config.rating_std * self.rating_head(hidden, vectors)
-        return like, rating
+        return {name: head.predict(hidden, vectors) for name, head in self.task_heads.items()
+                if isinstance(head, PairHead)}
 
     def forward(self, batch: SequenceBatch, targets: Targets | None = None, negatives: Negatives | None = None,
                 tasks: tuple[str, ...] = ("retrieval",), temperature: float = 0.07,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Hidden states (B, T, D) and, given targets, the unweighted loss of each task in `tasks`.
+        """Hidden states (B, T, D) and, given targets, the unweighted loss of each head in `tasks`.
 
         Without `negatives` the retrieval loss is a full softmax over the catalog; with them, a
-        sampled softmax whose logits are corrected by -log q, so that popular (often drawn) items
-        are not over-penalised and the estimate stays consistent with the full softmax.
+        sampled softmax (see `RetrievalHead`). `temperature` is the ID-text alignment's.
         """
         table = self.catalog() if negatives is None else None  # (N, D)
         hidden = self.encode(batch, self._input_vectors(batch, table))
-        losses: dict[str, torch.Tensor] = {}
         if targets is None:
-            return hidden, losses
+            return hidden, {}
         mask = targets.items > 0
-        h = hidden[mask]  # (M, D): every position that has a next item
-        target = targets.items[mask] - 1  # (M,)
-        target_vectors = table[target] if table is not None else self.tower(target)  # (M, D)
-
-        if "retrieval" in tasks:
-            if negatives is None:
-                losses["retrieval"] = F.cross_entropy(h @ table.T, target)
-            else:
-                positive = (h * target_vectors).sum(-1, keepdim=True) - negatives.log_q[target].unsqueeze(-1)
-                negative = h @ self.tower(negatives.items).T - negatives.log_q[negatives.items]  # (M, K)
-                # A negative that is the row's own target is not a negative.
-                negative = negative.masked_fill(negatives.items.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
-                logits = torch.cat([positive, negative], dim=1)
-                losses["retrieval"] = F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long, device=h.device))
-
-        if "like" in tasks:
-            label = targets.likes[mask]
-            known = ~torch.isnan(label)
-            logit = self.like_head(h[known], target_vectors[known])
-            losses["like"] = (F.binary_cross_entropy_with_logits(logit, label[known]) if known.any()
-                              else h.new_zeros(()))
-
-        if "rating" in tasks:
-            rating = targets.ratings[mask]
-            known = ~torch.isnan(rating)
-            standard = (rating[known] - self.config.rating_mean) / self.config.rating_std
-            predicted = self.rating_head(h[known], target_vectors[known])
-            losses["rating"] = F.mse_loss(predicted, standard) if known.any() else h.new_zeros(())
-
-        if "contrastive" in tasks:
-            losses["contrastive"] = self.id_text_alignment(target.unique(), temperature)
-        return hidden, losses
-
-    def id_text_alignment(self, items: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Symmetric InfoNCE between the ID and text vectors of `items`: each item's pair is the positive.
-
-        Pulls an item's ID embedding and its text representation together (and apart from other
-        items'), so the two are interchangeable: what the ID learned from interactions flows into
-        the text adapter, which is all a cold item has.
-        """
-        tower = self.tower
-        if tower.id_embedding is None or tower.text_adapter is None:
-            return tower.text.new_zeros(())
-        items = items[tower.has_text[items] & tower.has_id[items]]
-        if len(items) < 2:
-            return tower.text.new_zeros(())
-        z_id = F.normalize(tower.id_embedding(items), dim=-1)  # (K, D)
-        z_text = F.normalize(tower.text_adapter(tower.text[items]), dim=-1)  # (K, D)
-        logits = z_id @ z_text.T / temperature  # (K, K)
-        labels = torch.arange(len(items), device=items.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        target = targets.items[mask] - 1  # (M,): every position that has a next item
+        supervised = Supervised(
+            hidden=hidden[mask], target=target,
+            target_vectors=table[target] if table is not None else self.tower(target),
+            likes=targets.likes[mask], ratings=targets.ratings[mask],
+            tower=self.tower, table=table, negatives=negatives, temperature=temperature)
+        return hidden, {task: self.task_heads[task].loss(supervised) for task in tasks}

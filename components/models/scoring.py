@@ -1,13 +1,15 @@
 """A trained model behind the evaluator's `Recommender` interface: histories in, catalog scores out."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from components.data.dataset import SplitData
 from components.errors import RecloopError
-from components.models.artifacts import TrainedModel
+from components.models.artifacts import FINETUNED_DIR, TrainedModel, load_trained
 from components.models.model import to_device
 from components.models.sequences import Sequences, history_sequences
 
@@ -57,19 +59,25 @@ class RecloopScorer:
             return (states @ self.table_.T).cpu()
 
     def head_predictions(self, data: SplitData, stage: str) -> pd.DataFrame:
-        """Like probability and predicted rating of each `stage` target (user_idx, item_idx), in target order."""
+        """Each pair head's prediction (like probability, rating) of each `stage` target, in target order."""
         model = self.trained.model.eval()
         histories = self._histories(data, stage)
         targets = data.targets(stage)
         users = torch.from_numpy(targets["user_idx"].to_numpy(np.int64))
         items = torch.from_numpy(targets["item_idx"].to_numpy(np.int64))
-        likes, ratings = [], []
+        predicted: dict[str, list[torch.Tensor]] = {}
         with torch.no_grad():
             device = model.tower.text.device
             for u, i in zip(users.split(self.batch_size), items.split(self.batch_size)):
-                like, rating = model.pair_predictions(to_device(histories.batch(u), device), i.to(device))
-                likes.append(like.cpu())
-                ratings.append(rating.cpu())
+                for name, value in model.pair_predictions(to_device(histories.batch(u), device), i.to(device)).items():
+                    predicted.setdefault(name, []).append(value.cpu())
+        columns = {name: torch.cat(values).numpy() for name, values in predicted.items()}
         return pd.DataFrame({"user_idx": targets["user_idx"].to_numpy(), "item_idx": targets["item_idx"].to_numpy(),
-                             "like": torch.cat(likes).numpy() if likes else np.zeros(0, np.float32),
-                             "rating": torch.cat(ratings).numpy() if ratings else np.zeros(0, np.float32)})
+                             **columns})
+
+
+def load_finetuned_scorer(models_dir: Path | None, name: str = "recloop") -> RecloopScorer:
+    """A scorer of the finetune stage's model under `models_dir` (paths.models); `fit` checks the catalog."""
+    if models_dir is None:
+        raise RecloopError("the recloop model needs paths.models: run `recloop finetune` first")
+    return RecloopScorer(load_trained(Path(models_dir) / FINETUNED_DIR), name=name)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from components.config import LabelsConfig
 from components.data.dataset import SplitData
 from components.models.model import GAP_BUCKETS, SequenceBatch, Targets
 from components.models.vocab import RATING_EVENTS, Vocab, buckets, codes
@@ -76,21 +77,20 @@ def profile_codes(users: pd.DataFrame, vocab: Vocab) -> np.ndarray:
     return out
 
 
-def feedback_labels(frame: pd.DataFrame, vocab: Vocab, like_threshold: float,
-                    like_events: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+def feedback_labels(frame: pd.DataFrame, vocab: Vocab, labels: LabelsConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per interaction: like label (1/0, NaN = none) and explicit rating (NaN = not a rating).
 
-    A rating is a like at or above the threshold. Other events carry a like label only when the
-    data has one of `like_events` to tell apart from the rest (a click among views); data with a
-    single implicit event has no like labels at all.
+    A rating is a like at or above `labels.like_threshold`. Other events carry a like label only
+    when the data has one of `labels.like_events` to tell apart from the rest (a click among
+    views); data with a single implicit event has no like labels at all.
     """
     n = len(frame)
     event = frame["event"].astype(str) if "event" in frame else pd.Series([""] * n)
     raw = frame["value"].to_numpy(np.float64) if "value" in frame else np.ones(n)
     rated = event.isin(RATING_EVENTS).to_numpy()
-    present = [e for e in like_events if e in vocab.events]
+    present = [e for e in labels.like_events if e in vocab.events]
     implicit = event.isin(present).to_numpy(np.float64) if present else np.full(n, np.nan)
-    likes = np.where(rated, (raw >= like_threshold).astype(np.float64), implicit)
+    likes = np.where(rated, (raw >= labels.like_threshold).astype(np.float64), implicit)
     return likes.astype(np.float32), np.where(rated, raw, np.nan).astype(np.float32)
 
 
@@ -142,13 +142,13 @@ def _sequences(arrays: dict[str, np.ndarray], users: np.ndarray, profile: np.nda
 
 
 def training_rows(data: SplitData, vocab: Vocab, max_len: int, windows: str = "all",
-                  like_threshold: float = 4.0, like_events: tuple[str, ...] | list[str] = ()) -> TrainingRows:
+                  labels: LabelsConfig = LabelsConfig()) -> TrainingRows:
     """Training windows from `data.train`: each user's latest `max_len + 1` interactions, and with
     windows="all" also the earlier chunks (overlapping by one interaction, so no target is lost).
     """
     frame = data.train
     per = interaction_codes(frame, vocab)
-    per["likes"], per["ratings"] = feedback_labels(frame, vocab, like_threshold, like_events)
+    per["likes"], per["ratings"] = feedback_labels(frame, vocab, labels)
     user = frame["user_idx"].to_numpy(np.int64)
     from_end, count = _positions(user)
     # Window w holds positions-from-end w*L .. (w+1)*L; the oldest one may be shorter.

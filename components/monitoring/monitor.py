@@ -11,8 +11,6 @@ the cooldown); and one run in the Evidently workspace's project (`monitor.worksp
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ import pandas as pd
 from evidently.core.report import Snapshot
 from tqdm import tqdm
 
+from components.atomic import replaced, write_json
 from components.config import MonitorConfig
 from components.data.schema import ITEMS_FILE
 from components.data.split import LIVE_DIR
@@ -32,7 +31,7 @@ from components.monitoring.dashboard import add_run
 from components.monitoring.policy import Verdict, decide, last_trigger, read_signals, record_trigger
 from components.monitoring.report import Measurements, interactions_part, merge, predictions_part, quality_part
 from components.monitoring.text import ItemVectors, text_components
-from components.monitoring.windows import check_interactions, window_features, window_info
+from components.monitoring.window_features import check_interactions, window_features, window_info
 
 LATEST_FILE = "latest.json"
 
@@ -131,21 +130,16 @@ def _feedback(cfg: MonitorConfig, feedback: Path, reference_feedback: Path | Non
     return parts
 
 
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _publish(parts: list[tuple[str, Snapshot]], run: str, verdict: Verdict, cfg: MonitorConfig,
              report_dir: Path, metadata: dict[str, str]) -> tuple[Path, str]:
-    """One merged snapshot: saved as HTML (atomically) and added to the workspace project."""
+    """One merged snapshot, headed by the verdict: saved as HTML and added to the workspace project."""
     when = datetime.fromtimestamp(verdict.current.end_ts, UTC).replace(tzinfo=None)
-    snapshot = merge(parts, run, when, {**metadata, "run": run, "drift": str(verdict.drift).lower()},
-                     ["monitor", "drift" if verdict.drift else "no-drift"])
-    html, tmp = report_dir / f"{run}.html", report_dir / f".{run}.html.tmp"
-    snapshot.save_html(str(tmp))
-    os.replace(tmp, html)
+    snapshot = merge(parts, run, when, {**metadata, "run": run, "drift": str(verdict.drift).lower(),
+                                        "verdict": "retrain" if verdict.drift else "keep"},
+                     ["monitor", "drift" if verdict.drift else "no-drift"], verdict.to_markdown())
+    html = report_dir / f"{run}.html"
+    with replaced(html) as tmp:
+        snapshot.save_html(str(tmp))
     return html, add_run(cfg.workspace, cfg, snapshot)
 
 
@@ -189,5 +183,5 @@ def monitor(cfg: MonitorConfig, reference: Path, current: Path, report_dir: Path
     summary = MonitorSummary(run, verdict, None if html is None else str(html), str(report_dir / f"{run}.json"),
                              snapshot_id, str(cfg.workspace), measured)
     for path in (report_dir / f"{run}.json", report_dir / LATEST_FILE):
-        _write_json(summary.to_dict(), path)
+        write_json(path, summary.to_dict())
     return summary

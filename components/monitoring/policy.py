@@ -9,13 +9,13 @@ and the current window to end more than `monitor.cooldown_days` after the last t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from components.atomic import write_json
 from components.config import MonitorConfig
 from components.monitoring.report import ColumnDrift, Measurements
-from components.monitoring.windows import SECONDS_PER_DAY, WindowInfo
+from components.monitoring.window_features import SECONDS_PER_DAY, WindowInfo
 
 TRIGGERS_FILE = "triggers.json"
 
@@ -43,6 +43,19 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_markdown(self) -> str:
+        """The verdict, its reasons and every signal as Markdown (the head of the Evidently report)."""
+        lines = ["**DRIFT: retrain** (a continual fine-tune of the champion, then its gate)" if self.drift else
+                 "**No drift: keep the champion**", "", "Reasons:", ""]
+        lines += [f"- {reason}" for reason in self.reasons]
+        lines += ["", "Signals (only those marked *decides* can call for a retrain, `monitor.signals`):", ""]
+        for name, s in self.signals.items():
+            state = ("**fired**" if s.fired else "quiet") + (", *decides*" if s.decides else "")
+            lines.append(f"- {name}: {state}: {s.detail}")
+        lines += ["", *(f"- {name}: {info.interactions:,} interactions, {info.start} .. {info.end}"
+                        for name, info in (("reference", self.reference), ("current", self.current)))]
+        return "\n".join(lines)
 
 
 def _share(name: str, columns: dict[str, ColumnDrift], cfg: MonitorConfig, what: str = "columns") -> Signal:
@@ -143,6 +156,4 @@ def record_trigger(report_dir: Path, run: str, verdict: Verdict) -> None:
     triggers = json.loads(path.read_text()) if path.exists() else []
     triggers.append({"run": run, "window_end_ts": verdict.current.end_ts, "window_end": verdict.current.end,
                      "reasons": verdict.reasons})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(triggers, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, triggers)

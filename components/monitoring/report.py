@@ -22,7 +22,7 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Recsys, Report
 from evidently.core.report import Snapshot
 from evidently.core.serialization import ReportModel, SnapshotModel
-from evidently.legacy.renderers.html_widgets import header_text
+from evidently.legacy.renderers.html_widgets import header_text, text_widget
 from evidently.metrics import (
     MRR,
     NDCG,
@@ -37,7 +37,7 @@ from evidently.metrics import (
 from evidently.presets import DataDriftPreset
 
 from components.config import MonitorConfig
-from components.monitoring.windows import WindowFeatures
+from components.monitoring.window_features import WindowFeatures
 
 PREDICTION_COLUMNS = ["score", "like_prob", "rec_popularity"]
 QUALITY_METRICS = {"NDCG": "ndcg", "HitRate": "hit_rate", "MRR": "mrr", "Novelty": "novelty",
@@ -203,13 +203,16 @@ def _diversity(current: pd.DataFrame, text: pd.DataFrame, cfg: MonitorConfig,
 
 
 def merge(parts: list[tuple[str, Snapshot]], name: str, timestamp: datetime,
-          metadata: dict[str, str], tags: list[str]) -> Snapshot:
-    """One snapshot holding every part's results and widgets, each part under a header."""
+          metadata: dict[str, str], tags: list[str], verdict: str) -> Snapshot:
+    """One snapshot holding every part's results and widgets, each part under a header, and first of
+    all recloop's `verdict` (Markdown, Evidently's text widget) so the page says what was decided and why.
+    """
     models = [(title, part.to_snapshot_model()) for title, part in parts]
+    head = [text_widget(title="recloop verdict", text=verdict)]
     merged = SnapshotModel(
         report=ReportModel(items=[]), name=name, timestamp=timestamp, metadata=metadata, tags=tags,
         metric_results={k: v for _, m in models for k, v in m.metric_results.items()},
         top_level_metrics=[k for _, m in models for k in m.top_level_metrics],
-        widgets=[w for title, m in models for w in (header_text(label=title), *m.widgets)],
+        widgets=[*head, *(w for title, m in models for w in (header_text(label=title), *m.widgets))],
         tests_widgets=[w for _, m in models for w in m.tests_widgets])
     return Snapshot.load_model(merged)

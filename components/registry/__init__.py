@@ -1,1 +1,1 @@
-"""MLflow model registry: package a serving bundle, promote and roll back the champion, import it into BentoML."""
+"""MLflow model registry: register a model version, alias it challenger, promote and roll back the champion."""

@@ -1,4 +1,4 @@
-"""The MLflow model registry: log a serving bundle as a new version, alias it, promote it, roll back.
+"""The MLflow model registry: register a logged model as a new version, alias it, promote it, roll back.
 
 Aliases carry the state: `challenger` is the latest packaged version, `champion` the one served.
 Every promotion appends the new champion to the registered model's tag `champion_history`
@@ -6,25 +6,25 @@ Every promotion appends the new champion to the registered model's tag `champion
 promotions and rollbacks ago.
 
 Everything goes through an `MlflowClient` bound to the configured URI: nothing global changes
-on import, and tests can point each call at their own store.
+on import, and tests can point each call at their own store. What the model is (recloop's pyfunc
+face of a serving bundle) is the caller's business: `components/serving/package.py`.
 """
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import RegistryConfig
 from components.errors import RecloopError
+from components.tracking import ensure_experiment, metric_key, run_tags
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
-# The file MLflow runs to rebuild the pyfunc wrapper (models from code: nothing pickled).
-ENTRY_FILE = Path(__file__).with_name("mlflow_model.py")
 
 
 @dataclass
@@ -66,38 +66,33 @@ def using_store(cfg: RegistryConfig) -> Iterator[None]:
         mlflow.set_registry_uri(previous[1])
 
 
-def _experiment_id(mlflow_client, cfg: RegistryConfig) -> str:
-    experiment = mlflow_client.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = None
+def _artifact_location(cfg: RegistryConfig) -> str | None:
     if cfg.uri.startswith("sqlite:///"):
         # Beside the database file, not wherever the current directory happens to be.
-        artifacts = (Path(cfg.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-    return mlflow_client.create_experiment(cfg.experiment, artifact_location=artifacts)
+        return (Path(cfg.uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
 
 
-def log_bundle(cfg: RegistryConfig, bundle_dir: Path, metrics: dict[str, float] | None = None,
-               tags: dict[str, str] | None = None) -> int:
-    """Log `bundle_dir` as an MLflow pyfunc model, register it as a new version, alias it `challenger`.
+def register(cfg: RegistryConfig, log_model: Callable[[], str], run_name: str = "package",
+             metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> int:
+    """Register what `log_model()` logs as a new version of `cfg.model_name`, aliased `challenger`.
 
-    Returns the new version number. `mlflow.pyfunc.load_model(f"models:/{name}@challenger")`
-    then gives a model whose `predict` recommends.
+    `log_model` runs inside a new run of the registry's experiment (with `metrics` and provenance
+    tags) and returns the logged model's URI. The version carries `tags` and the run's id.
+    Returns the new version number.
     """
     import mlflow
 
     mlflow_client = client(cfg)
     try:
-        experiment_id = _experiment_id(mlflow_client, cfg)
+        experiment_id = ensure_experiment(mlflow_client, cfg.experiment, _artifact_location(cfg))
     except Exception as e:  # an unreachable server or a broken store: say which
         raise RecloopError(f"the MLflow registry at {cfg.uri!r} cannot be used ({e}): fix registry.uri") from None
-    with using_store(cfg), mlflow.start_run(experiment_id=experiment_id, run_name="package") as run:
+    with using_store(cfg), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags()) as run:
         if metrics:
-            mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(ENTRY_FILE),
-                                       artifacts={"bundle": str(bundle_dir)},
-                                       pip_requirements=["recloop"], registered_model_name=cfg.model_name)
-        version = int(info.registered_model_version)
+            mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+        model_uri = log_model()
+        version = int(mlflow.register_model(model_uri, cfg.model_name).version)
         for key, value in {**(tags or {}), "run_id": run.info.run_id}.items():
             mlflow_client.set_model_version_tag(cfg.model_name, str(version), key, str(value))
     mlflow_client.set_registered_model_alias(cfg.model_name, CHALLENGER, str(version))
@@ -180,7 +175,3 @@ def list_versions(cfg: RegistryConfig) -> list[dict]:
     return sorted(({"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
                     "created": v.creation_timestamp // 1000, "tags": dict(v.tags)} for v in versions),
                   key=lambda v: -v["version"])
-
-
-def _metric_key(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name.replace("@", "_at_"))

@@ -1,1 +1,1 @@
-"""The BentoML service and what it stands on: the bundle, the Recommender, schemas, limits, the feedback log."""
+"""The served model and its faces: the bundle, the BundleRecommender, the BentoML service, the MLflow pyfunc, packaging."""

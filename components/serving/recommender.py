@@ -43,7 +43,7 @@ EXPLAIN_ITEMS = 3
 STATE_BATCH = 512
 
 
-class Recommender:
+class BundleRecommender:
     """Everything a request needs, precomputed from a bundle; immutable once built, so threads share it."""
 
     def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100):
@@ -54,7 +54,7 @@ class Recommender:
 
     # -- building -------------------------------------------------------------------------------
 
-    def prepare(self, load_encoder: bool = True) -> Recommender:
+    def prepare(self, load_encoder: bool = True) -> BundleRecommender:
         """Compute catalog vectors, known users' states, seen sets and filter indexes (seconds)."""
         bundle, model = self.bundle, self.bundle.trained.model.eval()
         items = bundle.items
@@ -125,7 +125,7 @@ class Recommender:
             for chunk in states.split(STATE_BATCH):
                 best = torch.topk(chunk @ self.table.T, n, dim=1)  # (B, n), best first
                 hidden = chunk.unsqueeze(1).expand(-1, n, -1)  # (B, n, D)
-                likes.append(torch.sigmoid(model.like_head(hidden, self.table[best.indices])))
+                likes.append(model.task_heads["like"].predict(hidden, self.table[best.indices]))
                 items.append(best.indices)
                 scores.append(best.values)
         empty = torch.zeros((0, n))
@@ -295,8 +295,8 @@ class Recommender:
         """The like head's probability for each picked item after this history."""
         with torch.inference_mode():
             hidden = torch.from_numpy(state).expand(len(top), -1)  # (k, D): one history, k candidates
-            logits = self.bundle.trained.model.like_head(hidden, self.table[torch.from_numpy(top)])
-            return torch.sigmoid(logits).numpy()
+            like = self.bundle.trained.model.task_heads["like"]
+            return like.predict(hidden, self.table[torch.from_numpy(top)]).numpy()
 
     def _explain(self, strategy: str, item: int, history: np.ndarray, score: float) -> Explanation:
         if strategy == "text":

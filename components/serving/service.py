@@ -28,8 +28,8 @@ from threadpoolctl import threadpool_limits
 
 from components.config import Params, load_params
 from components.errors import RecloopError
-from components.registry.bento import VERSION_LABEL, import_champion
 from components.serving import timeout
+from components.serving.bento import VERSION_LABEL, import_champion
 from components.serving.bundle import find_bundle, load_bundle
 from components.serving.feedback import FeedbackLog
 from components.serving.limits import (
@@ -38,7 +38,7 @@ from components.serving.limits import (
     check_recommend,
     check_similar,
 )
-from components.serving.recommender import Recommender
+from components.serving.recommender import BundleRecommender
 from components.serving.schemas import (
     FeedbackRequest,
     FeedbackResponse,
@@ -72,13 +72,13 @@ def as_json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def load_recommender(model: bentoml.Model, candidates: int, encoder=None) -> Recommender:
-    """A ready Recommender from an imported BentoML model (the MLflow model folder holds the bundle)."""
+def load_bento_recommender(model: bentoml.Model, candidates: int, encoder=None) -> BundleRecommender:
+    """A ready BundleRecommender from an imported BentoML model (the MLflow model folder holds the bundle)."""
     bundle = load_bundle(find_bundle(model.path_of("mlflow_model")))
     version = model.info.labels.get(VERSION_LABEL, str(model.tag.version))
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
-    return Recommender(bundle, version, encoder, candidates).prepare()
+    return BundleRecommender(bundle, version, encoder, candidates).prepare()
 
 
 # Measured on 2 cores (docs/serving.md): one worker, because /reload reaches a single worker and a
@@ -99,7 +99,7 @@ def settle_heap() -> None:
     The worker holds ~500,000 long-lived objects, and every full collection walked them all: under
     32 connections one every few seconds, each stopping the event loop for 0.2-0.3 s (p99 236 ms
     without this, 53 ms with it; docs/benchmarks.md). Frozen objects are still freed by reference
-    counting, and a dropped Recommender leaves no reference cycles (measured), so freezing again
+    counting, and a dropped BundleRecommender leaves no reference cycles (measured), so freezing again
     after a reload leaks nothing.
     """
     gc.collect()
@@ -122,7 +122,7 @@ class RecloopService:
         except Exception as e:  # BentoML reports a missing model as a failed BentoCloud lookup
             raise RecloopError(f"no model {PARAMS.registry.bento_model!r} in BentoML's store ({e}): "
                                "run `recloop promote`, which imports the registry's champion") from None
-        self.recommender = load_recommender(stored, PARAMS.serve.candidates)
+        self.recommender = load_bento_recommender(stored, PARAMS.serve.candidates)
         self.log = FeedbackLog(PARAMS.serve.feedback_log).open()
         self._reloading = asyncio.Lock()
         settle_heap()
@@ -228,11 +228,12 @@ class RecloopService:
         return ReloadResponse(previous_version=previous.version, version=fresh.version,
                               changed=fresh is not previous, seconds=round(time.perf_counter() - start, 3))
 
-    def _load_champion(self, current: Recommender) -> Recommender:
+    def _load_champion(self, current: BundleRecommender) -> BundleRecommender:
         imported = import_champion(self.params.registry)
         if str(imported.version) == current.version:
             return current
-        fresh = load_recommender(bentoml.models.get(imported.tag), self.params.serve.candidates, current.encoder)
+        fresh = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve.candidates,
+                                       current.encoder)
         settle_heap()
         return fresh
 

@@ -1,32 +1,28 @@
 """The finetune stage: multi-task training (retrieval, like, rating) starting from the pretrained weights.
 
-The like label comes from explicit feedback (a rating at or above `like_threshold`) or from the
-event type (`like_events`); the rating head learns explicit ratings. Early stopping watches
-validation NDCG@10; the like head's AUC and the rating head's RMSE are logged beside it.
+The like label comes from explicit feedback (a rating at or above `labels.like_threshold`) or from
+the event type (`labels.like_events`); the rating head learns explicit ratings. Each task's loss
+weight is `finetune.weights.<task>`. Early stopping watches validation NDCG@10; the like head's
+AUC and the rating head's RMSE are logged beside it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from components.config import FinetuneConfig, ModelConfig, TrackingConfig
+from components.config import FinetuneConfig, LabelsConfig, ModelConfig, TrackingConfig
 from components.data.dataset import SplitData
-from components.errors import RecloopError
-from components.models.artifacts import TrainedModel, load_trained
-from components.models.catalog import build_model, check_text, load_catalog
-from components.models.model import Recloop
+from components.models.artifacts import FINETUNED_DIR, PRETRAINED_DIR, TrainedModel, load_trained
+from components.models.catalog import build_model, resize_catalog
 from components.models.sequences import training_rows
 from components.models.vocab import fit_vocab
-from components.training.loop import LoopResult, Objective, configure_torch, is_main_process
-from components.training.pretrain import OUT_DIR as PRETRAINED_DIR
+from components.tracking import Tracker
+from components.training.distributed import is_main_process
+from components.training.loop import LoopResult, Objective, configure_torch
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
-from components.training.tracking import Tracker
-
-OUT_DIR = "finetuned"
 
 
 @dataclass
@@ -58,50 +54,37 @@ class FinetuneSummary:
 
 
 def objective(cfg: FinetuneConfig) -> Objective:
-    return Objective({"retrieval": cfg.retrieval_weight, "like": cfg.like_weight, "rating": cfg.rating_weight,
-                      "contrastive": cfg.contrastive_weight}, cfg.temperature)
+    return Objective(cfg.weights.model_dump(), cfg.temperature)
 
 
 def transfer(pretrained: TrainedModel, data: SplitData, text: np.ndarray) -> TrainedModel:
     """A model for `data`'s catalog with the pretrained weights: shared layers as they are, ID rows
     matched by item_id (items new to the catalog start fresh), catalog buffers from `data`.
     """
-    text = check_text(text, data)
-    source = pretrained.model
-    if text.shape[1] != source.config.text_dim:
-        raise RecloopError(f"the pretrained model reads {source.config.text_dim}-d text vectors but "
-                           f"the features hold {text.shape[1]}-d ones: featurize with the same encoder")
-    model = Recloop(replace(source.config, n_items=data.n_items))
-    per_catalog = {"tower.id_embedding.weight", *(f"tower.{name}" for name, _ in source.tower.named_buffers())}
-    shared = {k: v for k, v in source.state_dict().items() if k not in per_catalog}
-    model.load_state_dict(shared, strict=False)
-    if model.tower.id_embedding is not None:
-        rows = pd.Index(pretrained.item_ids).get_indexer(data.items["item_id"].astype(str))
-        known = torch.from_numpy(rows >= 0)
-        with torch.no_grad():
-            model.tower.id_embedding.weight[known] = source.tower.id_embedding.weight[torch.from_numpy(rows[rows >= 0])]
-    load_catalog(model, data, text, pretrained.vocab)
-    return TrainedModel(model, pretrained.vocab, data.items["item_id"].astype(str).tolist())
+    return resize_catalog(pretrained, data, text, new_rows="fresh", buffers="rebuild")
 
 
 def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed: int, *,
-                   pretrained: TrainedModel | None, knobs: ModelConfig | None = None, tracker: Tracker | None = None,
+                   pretrained: TrainedModel | None, knobs: ModelConfig | None = None,
+                   labels: LabelsConfig = LabelsConfig(), tracker: Tracker | None = None,
                    checkpoint: Path | None = None, params: dict | None = None,
                    curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult]:
-    """Fine-tune `pretrained` on `data` (its shape and vocabulary carry over), or a fresh model from `knobs`."""
+    """Fine-tune `pretrained` on `data` (its shape and vocabulary carry over), or a fresh model from `knobs`.
+
+    `labels` (params.labels) says which interactions are likes, for the like head and its validation AUC.
+    """
     configure_torch(cfg.threads, seed)  # fresh weights (new items' ID rows, or all) are part of what the seed fixes
     if pretrained is not None:
         trained = transfer(pretrained, data, text)
     else:
         vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
         trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
-    rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, cfg.like_threshold,
-                         cfg.like_events)
-    validate = validator(trained, data, heads=(cfg.like_threshold, cfg.like_events), curve_stage=curve_stage)
+    rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, labels)
+    validate = validator(trained, data, labels, curve_stage=curve_stage)
     # With nothing new to learn (no like or rating labels in the data) fine-tuning only continues the
     # pretrained retrieval training with a fresh optimiser, and may end below where it began.
-    learns_heads = ((cfg.like_weight > 0 and not torch.isnan(rows.likes).all())
-                    or (cfg.rating_weight > 0 and not torch.isnan(rows.ratings).all()))
+    learns_heads = ((cfg.weights.like > 0 and not torch.isnan(rows.likes).all())
+                    or (cfg.weights.rating > 0 and not torch.isnan(rows.ratings).all()))
     result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
                  checkpoint=checkpoint, params=params, desc="finetune",
                  start_is_candidate=pretrained is not None and not learns_heads)
@@ -109,7 +92,8 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
 
 
 def finetune(knobs: ModelConfig, cfg: FinetuneConfig, tracking: TrackingConfig, split_dir: Path,
-             features_dir: Path, models_dir: Path, reports_dir: Path, seed: int) -> FinetuneSummary:
+             features_dir: Path, models_dir: Path, reports_dir: Path, seed: int,
+             labels: LabelsConfig = LabelsConfig()) -> FinetuneSummary:
     """Fine-tune on the split; write models/finetuned and reports/finetune.json.
 
     With init=pretrained the architecture is the pretrained one and `knobs` (params.model) is not read.
@@ -119,11 +103,12 @@ def finetune(knobs: ModelConfig, cfg: FinetuneConfig, tracking: TrackingConfig, 
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "finetune.pt"
     tracker = Tracker(tracking, "finetune", enabled=is_main_process())
     params = {"stage": "finetune", "seed": seed, "finetune": cfg.model_dump(mode="json"),
+              "labels": labels.model_dump(mode="json"),
               "model": (vars(pretrained.model.config) if pretrained else knobs.model_dump(mode="json")),
               "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
-    trained, result = finetune_model(data, text, cfg, seed, pretrained=pretrained, knobs=knobs, tracker=tracker,
-                                     checkpoint=checkpoint, params=params)
-    out_dir = Path(models_dir) / OUT_DIR
+    trained, result = finetune_model(data, text, cfg, seed, pretrained=pretrained, knobs=knobs, labels=labels,
+                                     tracker=tracker, checkpoint=checkpoint, params=params)
+    out_dir = Path(models_dir) / FINETUNED_DIR
     metrics = stage_metrics(result, {"init": cfg.init})
     if result.interrupted:
         tracker.finish("KILLED")

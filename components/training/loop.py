@@ -16,17 +16,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from components.config import TrainingConfig
 from components.models.model import TASKS, Negatives, Recloop, to_device
 from components.models.sequences import TrainingRows
+from components.tracking import Tracker
 from components.training.checkpoint import load_checkpoint, save_checkpoint
-from components.training.tracking import Tracker
+from components.training.distributed import from_every_rank, from_main, world
 
 EARLY_STOP_METRIC = "valid_ndcg@10"
 # Rows are sorted by length within pools of this many batches, so a batch is cut to a width near its
@@ -35,8 +34,6 @@ POOL_BATCHES = 50
 # Negatives are drawn in proportion to popularity ** this (word2vec's smoothing): frequent items
 # make harder negatives, and the log-Q correction removes the bias that sampling adds.
 NEGATIVE_POWER = 0.75
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -73,45 +70,6 @@ class LoopResult:
     @property
     def best_metrics(self) -> dict[str, float]:
         return next((h for h in self.history if h["epoch"] == self.best_epoch), {})
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless torch.distributed was initialised (torchrun)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_main_process() -> bool:
-    return world()[0] == 0
-
-
-def from_main(value: T) -> T:
-    """The main process's `value`, on every rank (one decision for all); `value` itself in one process."""
-    if world()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def from_every_rank(value: T) -> list[T]:
-    """Every rank's `value`, in rank order, on every rank; [value] in one process."""
-    size = world()[1]
-    if size == 1:
-        return [value]
-    values: list = [None] * size
-    dist.all_gather_object(values, value)
-    return values
-
-
-def training_device(name: str) -> torch.device:
-    """The device `name` (auto | cpu | cuda) means here: under torchrun, rank's own GPU (LOCAL_RANK)."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA GPU; use device: auto or cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def configure_torch(threads: int | None, seed: int) -> None:
@@ -155,6 +113,21 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, genera
     for pool in order.split(size * POOL_BATCHES):
         batches.extend(pool[torch.argsort(lengths[pool], stable=True)].split(size))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def epoch_line(desc: str, epoch: int, epochs: int, metrics: dict[str, float], result: LoopResult) -> str:
+    """The epoch's console line: train loss, validation metrics, the best epoch so far, seconds.
+
+    e.g. `finetune epoch 3/30  loss 7.812  valid ndcg@10 0.0712 (best 0.0712 @3)  hr@10 0.131  41s`
+    """
+    parts = [f"{desc} epoch {epoch}/{epochs}"]
+    if "train_loss" in metrics:
+        parts.append(f"loss {metrics['train_loss']:.3f}")
+    parts.append(f"valid ndcg@10 {metrics[EARLY_STOP_METRIC]:.4f} (best {result.best_score:.4f} @{result.best_epoch})")
+    parts += [f"{name.removeprefix('valid_')} {value:.3f}" for name, value in metrics.items()
+              if name.startswith("valid_") and name != EARLY_STOP_METRIC]
+    parts.append(f"{metrics['epoch_seconds']:.0f}s")
+    return "  ".join(parts)
 
 
 def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
@@ -216,6 +189,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if main:
             tracker.log_metrics(valid, step=0)
+            tqdm.write(epoch_line(desc, 0, cfg.epochs, result.history[0], result), file=sys.stderr)
 
     for epoch in range(result.epochs, cfg.epochs):
         if result.stopped_early:
@@ -262,6 +236,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         rng_states = from_every_rank(torch.get_rng_state()) if checkpoint is not None else None
         if main:
             tracker.log_metrics(metrics, step=epoch + 1)
+            tqdm.write(epoch_line(desc, epoch + 1, cfg.epochs, metrics, result), file=sys.stderr)
             if checkpoint is not None:
                 save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
                                  "optimizer": optimizer.state_dict(), "torch_rng": rng_states,

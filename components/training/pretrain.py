@@ -12,11 +12,13 @@ import numpy as np
 
 from components.config import ModelConfig, PretrainConfig, TrackingConfig
 from components.data.dataset import SplitData
-from components.models.artifacts import TrainedModel
+from components.models.artifacts import PRETRAINED_DIR, TrainedModel
 from components.models.catalog import build_model
 from components.models.sequences import training_rows
 from components.models.vocab import fit_vocab
-from components.training.loop import LoopResult, Objective, configure_torch, is_main_process
+from components.tracking import Tracker
+from components.training.distributed import is_main_process
+from components.training.loop import LoopResult, Objective, configure_torch
 from components.training.stage import (
     CHECKPOINTS_DIR,
     combine,
@@ -26,10 +28,6 @@ from components.training.stage import (
     validator,
     write_outputs,
 )
-from components.training.tracking import Tracker
-
-OUT_DIR = "pretrained"
-
 
 @dataclass
 class PretrainSummary:
@@ -59,7 +57,7 @@ class PretrainSummary:
 
 
 def objective(cfg: PretrainConfig) -> Objective:
-    return Objective({"retrieval": 1.0, "contrastive": cfg.contrastive_weight}, cfg.temperature)
+    return Objective(cfg.weights.model_dump(), cfg.temperature)
 
 
 def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: PretrainConfig, seed: int, *,
@@ -70,14 +68,15 @@ def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: P
     vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
     trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
     rows = training_rows(data, vocab, knobs.max_len, cfg.windows)
-    result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validator(trained, data, curve_stage=curve_stage),
+    validate = validator(trained, data, curve_stage=curve_stage)
+    result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate,
                  tracker=tracker, checkpoint=checkpoint, params=params, desc="pretrain")
     return trained, result
 
 
 def pretrain(knobs: ModelConfig, cfg: PretrainConfig, tracking: TrackingConfig, split_dir: Path,
              features_dir: Path, models_dir: Path, reports_dir: Path, seed: int) -> PretrainSummary:
-    """Pretrain on the split (and `cfg.extra` datasets); write models/pretrained and reports/pretrain.json."""
+    """Pretrain on the split (and `cfg.extra` datasets); write <models>/pretrained and reports/pretrain.json."""
     datasets = [load_inputs(split_dir, features_dir), *(load_inputs(e.split, e.features) for e in cfg.extra)]
     data, text = combine(datasets)
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "pretrain.pt"
@@ -87,7 +86,7 @@ def pretrain(knobs: ModelConfig, cfg: PretrainConfig, tracking: TrackingConfig, 
               "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
     trained, result = pretrain_model(data, text, knobs, cfg, seed, tracker=tracker, checkpoint=checkpoint,
                                      params=params)
-    out_dir = Path(models_dir) / OUT_DIR
+    out_dir = Path(models_dir) / PRETRAINED_DIR
     if result.interrupted:
         tracker.finish("KILLED")
     elif is_main_process():

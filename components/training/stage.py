@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components.config import TrainingConfig
+from components.config import LabelsConfig, TrainingConfig
 from components.data.dataset import PARTS, SplitData
 from components.errors import RecloopError
 from components.evaluation import metrics as M
@@ -21,9 +21,10 @@ from components.models.artifacts import TrainedModel, save_trained
 from components.models.model import Recloop
 from components.models.scoring import RecloopScorer
 from components.models.sequences import TrainingRows, feedback_labels
+from components.tracking import Tracker
 from components.training.checkpoint import fingerprint, remove_checkpoint
-from components.training.loop import LoopResult, NegativeSampler, Objective, train, training_device
-from components.training.tracking import Tracker
+from components.training.distributed import training_device
+from components.training.loop import LoopResult, NegativeSampler, Objective, train
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -60,10 +61,9 @@ def combine(datasets: list[tuple[SplitData, np.ndarray]]) -> tuple[SplitData, np
     return joint, np.concatenate([text for _, text in datasets]).astype(np.float32)
 
 
-def head_metrics(scorer: RecloopScorer, data: SplitData, stage: str, like_threshold: float,
-                 like_events: list[str]) -> dict[str, float]:
+def head_metrics(scorer: RecloopScorer, data: SplitData, stage: str, labels: LabelsConfig) -> dict[str, float]:
     """The like head's AUC and the rating head's RMSE on `stage`'s targets, where the data has those labels."""
-    likes, ratings = feedback_labels(data.targets(stage), scorer.trained.vocab, like_threshold, like_events)
+    likes, ratings = feedback_labels(data.targets(stage), scorer.trained.vocab, labels)
     predicted = scorer.head_predictions(data, stage)
     out = {}
     known = ~np.isnan(likes)
@@ -75,10 +75,10 @@ def head_metrics(scorer: RecloopScorer, data: SplitData, stage: str, like_thresh
     return out
 
 
-def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[str]] | None = None,
+def validator(trained: TrainedModel, data: SplitData, labels: LabelsConfig | None = None,
               curve_stage: str | None = None) -> Callable[[Recloop], dict[str, float]]:
     """Validation after each epoch: the evaluator's full-ranking NDCG@10 / HR@10 on the valid targets,
-    and with `heads` = (like threshold, like events) the like head's AUC and the rating head's RMSE.
+    and given `labels` (fine-tuning) the like head's AUC and the rating head's RMSE.
     `curve_stage` (benchmarks' time-to-quality curves) adds the same ranking metrics on that stage;
     they are only recorded, never used to choose an epoch.
     """
@@ -92,8 +92,8 @@ def validator(trained: TrainedModel, data: SplitData, heads: tuple[float, list[s
         if curve_stage:
             curve = evaluate_ranking(scorer, data, curve_stage, ks=(10,), progress=False).metrics
             out |= {f"{curve_stage}_ndcg@10": curve["ndcg@10"], f"{curve_stage}_hr@10": curve["hr@10"]}
-        if heads:
-            out |= {f"valid_{k}": v for k, v in head_metrics(scorer, data, "valid", *heads).items()}
+        if labels is not None:
+            out |= {f"valid_{k}": v for k, v in head_metrics(scorer, data, "valid", labels).items()}
         return out
 
     return validate
@@ -110,8 +110,9 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
         sampler = NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)
     # Anything that changes what training would do makes an old checkpoint stale.
     knobs = cfg.model_dump(mode="json", exclude={"stop_after_epoch", "threads", "max_minutes", "device"})
+    state = model.state_dict()
     key = fingerprint(asdict(model.config), knobs, objective.weights, objective.temperature, seed,
-                      rows.sequences.features["items"], *model.state_dict().values())
+                      rows.sequences.features["items"], list(state), *state.values())
     model.to(training_device(cfg.device))
     try:
         return train(model, rows, objective, cfg, seed=seed, validate=validate,
@@ -125,7 +126,8 @@ def stage_metrics(result: LoopResult, extra: dict) -> dict:
     """The stage's metrics JSON: the best epoch's validation numbers and how training went."""
     best = {k: v for k, v in result.best_metrics.items() if k.startswith("valid_")}
     return {**best, "best_epoch": result.best_epoch, "epochs": result.epochs,
-            "stopped_early": result.stopped_early, "out_of_time": result.out_of_time, "train_seconds": round(result.seconds, 1), **extra}
+            "stopped_early": result.stopped_early, "out_of_time": result.out_of_time,
+            "train_seconds": round(result.seconds, 1), **extra}
 
 
 def write_outputs(trained: TrainedModel, result: LoopResult, out_dir: Path, reports_dir: Path, name: str,

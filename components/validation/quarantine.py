@@ -8,6 +8,8 @@ duplicate group survives (the first one that broke nothing else).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from string import Template
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,15 +92,18 @@ def _exception(info: dict) -> str | None:
     return "; ".join(messages) or None
 
 
-def gx_checks(table: str, suite_ids: list[str], result: ExpectationSuiteValidationResult) -> list[Check]:
-    """Checks from a GX suite run, in suite order (GX returns them in its own order).
+def gx_checks(table: str, rule_ids: list[str], result: ExpectationSuiteValidationResult,
+              parameters: dict[str, Any]) -> list[Check]:
+    """Checks from a GX suite run for the rules in `rule_ids`, in that order (GX returns them in its own);
+    `parameters` (the run's suite parameters) fill in the descriptions' `$name`s.
 
     Raises RecloopError when a rule could not judge rows at all: a column of the wrong dtype altogether,
     or values a rule cannot compare (text in a number column): that is a broken table, not bad rows.
     """
-    order = {expectation_id: i for i, expectation_id in enumerate(suite_ids)}
+    order = {expectation_id: i for i, expectation_id in enumerate(rule_ids)}
     checks, problems = [], []
-    for r in sorted(result.results, key=lambda r: order[r.expectation_config.id]):
+    ours = [r for r in result.results if r.expectation_config.id in order]
+    for r in sorted(ours, key=lambda r: order[r.expectation_config.id]):
         config = r.expectation_config
         columns = config.kwargs.get("column_list") or [config.kwargs["column"]]
         error = _exception(r.exception_info or {})
@@ -114,7 +119,8 @@ def gx_checks(table: str, suite_ids: list[str], result: ExpectationSuiteValidati
             problems.append(f"{table}.{columns[0]} has dtype {r.result.get('observed_value')}, "
                             f"expected one of {config.kwargs.get('type_list')}")
             continue
-        checks.append(Check(table=table, rule=config.type, columns=list(columns), description=config.description,
+        description = Template(config.description).safe_substitute(parameters)
+        checks.append(Check(table=table, rule=config.type, columns=list(columns), description=description,
                             params=_params(config.kwargs), reason=config.meta["reason"],
                             severity=str(config.severity.value), engine=GX, flagged=flagged,
                             keep_first=config.meta.get("keep") == "first"))

@@ -1,9 +1,10 @@
 """The validate stage: canonical tables -> clean tables + quarantine, a report for people and metrics for DVC.
 
-Order of work: required columns (a missing one stops everything) -> items -> users -> interactions
-(whose item and user ids must name rows that survived their own tables) -> thresholds -> write.
-Everything is computed before anything is written; the clean tables and the quarantine replace
-`out_dir` in one rename, and only when the thresholds pass.
+Order of work: each table's GX checkpoint -> required columns (a missing one stops everything) ->
+items -> users -> interactions (whose item and user ids must name rows that survived their own
+tables) -> thresholds -> write.
+The checkpoints (`project.py`) also record the results and update the GX Data Docs. Everything is computed before anything is written; the clean tables and the
+quarantine replace `out_dir` in one rename, and only when the thresholds pass.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from great_expectations import ExpectationSuite
-from great_expectations.data_context import AbstractDataContext
+from great_expectations.core import ExpectationSuiteValidationResult
+from great_expectations.data_context import FileDataContext
 from tqdm import tqdm
 
 from components.atomic import staged_dir, write_json, write_text
@@ -32,17 +34,10 @@ from components.data.schema import (
     empty_users,
 )
 from components.errors import RecloopError
+from components.validation.project import GX_DIR, docs_page, open_project, project_lock, run_checkpoint
 from components.validation.quarantine import Check, TableOutcome, gx_checks, reference_check, split_rows
 from components.validation.report import HTML_FILE, JSON_FILE, Verdict, metrics, render_html
-from components.validation.suites import (
-    REQUIRED_COLUMNS,
-    ephemeral_context,
-    interactions_suite,
-    items_suite,
-    run_suite,
-    schema_suite,
-    users_suite,
-)
+from components.validation.suites import COLUMN_RULE, REQUIRED_COLUMNS, row_rules, suite_parameters
 
 TABLE_FILES = {"interactions": INTERACTIONS_FILE, "items": ITEMS_FILE, "users": USERS_FILE}
 
@@ -58,6 +53,7 @@ class ValidationSummary:
     quarantine_fraction: float
     out_dir: str
     report: str
+    data_docs: str
 
     def describe(self) -> str:
         flow = ", ".join(f"{t} {self.rows_in[t]:,} -> {self.rows_out[t]:,}" for t in self.rows_in)
@@ -70,7 +66,7 @@ class ValidationSummary:
         if self.ingest_quarantined:
             lines.append(f"  quarantined by ingest: {self.ingest_quarantined:,} rows")
         lines += [f"  warning (rows kept): {key} {n:,}" for key, n in self.warnings.items()]
-        lines.append(f"  wrote {self.out_dir}; report {self.report}")
+        lines.append(f"  wrote {self.out_dir}; report {self.report}; GX Data Docs {self.data_docs}")
         return "\n".join(lines)
 
 
@@ -90,12 +86,12 @@ def _read_inputs(in_dir: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     return frames, ingest_quarantine
 
 
-def _check_columns(context: AbstractDataContext, frames: dict[str, pd.DataFrame], in_dir: Path) -> None:
+def _check_columns(results: dict[str, ExpectationSuiteValidationResult], in_dir: Path) -> None:
     """Stop with one message naming every required column that is absent."""
     lacking = []
-    for table, frame in frames.items():
-        result = run_suite(context, schema_suite(table), frame)
-        absent = sorted(r.expectation_config.kwargs["column"] for r in result.results if not r.success)
+    for table, result in results.items():
+        absent = sorted(r.expectation_config.kwargs["column"] for r in result.results
+                        if r.expectation_config.type == COLUMN_RULE and not r.success)
         if absent:
             lacking.append(f"{TABLE_FILES[table]} lacks {', '.join(absent)} "
                            f"(a canonical {table} table has {', '.join(REQUIRED_COLUMNS[table])})")
@@ -103,10 +99,9 @@ def _check_columns(context: AbstractDataContext, frames: dict[str, pd.DataFrame]
         raise RecloopError(f"{in_dir}: {'; '.join(lacking)}: re-run `recloop ingest`")
 
 
-def _validate_table(context: AbstractDataContext, table: str, frame: pd.DataFrame, suite: ExpectationSuite,
-                    extra: Sequence[Check] = ()) -> TableOutcome:
-    result = run_suite(context, suite, frame)
-    checks = gx_checks(table, [e.id for e in suite.expectations], result)
+def _split_table(context: FileDataContext, table: str, frame: pd.DataFrame, result: ExpectationSuiteValidationResult,
+                 parameters: dict[str, Any], extra: Sequence[Check] = ()) -> TableOutcome:
+    checks = gx_checks(table, row_rules(context.suites.get(table)), result, parameters)
     # Pandas rules go before keep-first rules so that precedence follows the listed order in the report.
     keep_first = [c for c in checks if c.keep_first]
     return split_rows(table, frame, [c for c in checks if not c.keep_first] + list(extra) + keep_first)
@@ -152,17 +147,18 @@ def _write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> None:
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / file)
 
 
-def _check_tables(cfg: ValidateConfig, in_dir: Path,
+def _check_tables(cfg: ValidateConfig, in_dir: Path, context: FileDataContext,
                   progress: tqdm) -> tuple[list[TableOutcome], pd.DataFrame]:
     """Run every rule: the interactions, items and users outcomes (in that order), and ingest's quarantine."""
     frames, ingest = _read_inputs(in_dir)
-    context = ephemeral_context()
-    _check_columns(context, frames, in_dir)
+    parameters = suite_parameters(cfg, now=int(time.time()))
+    results = {table: run_checkpoint(context, table, frame, parameters) for table, frame in frames.items()}
+    _check_columns(results, in_dir)
     progress.update()
 
-    items = _validate_table(context, "items", frames.pop("items"), items_suite())
+    items = _split_table(context, "items", frames.pop("items"), results["items"], parameters)
     users_given = len(frames["users"]) > 0
-    users = _validate_table(context, "users", frames.pop("users"), users_suite())
+    users = _split_table(context, "users", frames.pop("users"), results["users"], parameters)
     progress.update()
     interactions = frames.pop("interactions")
     references = [reference_check("interactions", interactions, "item_id", items.clean["item_id"], "items",
@@ -170,23 +166,28 @@ def _check_tables(cfg: ValidateConfig, in_dir: Path,
     if users_given:
         references.append(reference_check("interactions", interactions, "user_id", users.clean["user_id"],
                                           "users", "unknown user"))
-    outcome = _validate_table(context, "interactions", interactions, interactions_suite(cfg, now=int(time.time())),
-                              references)
+    outcome = _split_table(context, "interactions", interactions, results["interactions"],
+                           parameters, references)
     progress.update()
     return [outcome, items, users], ingest
 
 
-def validate(cfg: ValidateConfig, in_dir: Path, out_dir: Path, report_dir: Path) -> ValidationSummary:
+def validate(cfg: ValidateConfig, in_dir: Path, out_dir: Path, report_dir: Path,
+             gx_dir: Path = GX_DIR) -> ValidationSummary:
     """Check the canonical tables in `in_dir`; write the clean ones and the quarantine to `out_dir`.
 
-    Once the rules have run, writes `report_dir/validation.html` and `validation.json`, pass or fail.
+    The rules run as the checkpoints of the GX project in `gx_dir` (created on first use), which record
+    the results and update its Data Docs. Once the rules have run, writes `report_dir/validation.html`
+    and `validation.json`, pass or fail.
     Raises RecloopError, leaving `out_dir` as it was, when a required column is missing, a column has
     the wrong dtype altogether, or what is left is unfit to train on (`cfg.max_quarantine_fraction`,
     `cfg.min_interactions` / `min_users` / `min_items`).
     """
     in_dir, out_dir, report_dir = Path(in_dir), Path(out_dir), Path(report_dir)
-    with tqdm(total=5, desc="validate", unit="step", file=sys.stderr, leave=False) as progress:
-        outcomes, ingest = _check_tables(cfg, in_dir, progress)
+    with (project_lock(gx_dir),
+          tqdm(total=5, desc="validate", unit="step", file=sys.stderr, leave=False) as progress):
+        context = open_project(gx_dir)
+        outcomes, ingest = _check_tables(cfg, in_dir, context, progress)
         interactions, items, users = outcomes
         verdict = _verdict(cfg, interactions, ingest_lost=int((ingest["table"] == "interactions").sum()))
         html, json_path = report_dir / HTML_FILE, report_dir / JSON_FILE
@@ -208,4 +209,5 @@ def validate(cfg: ValidateConfig, in_dir: Path, out_dir: Path, report_dir: Path)
         quarantine_fraction=verdict.quarantine_fraction,
         out_dir=str(out_dir),
         report=str(html),
+        data_docs=str(docs_page(context)),
     )

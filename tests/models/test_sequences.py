@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from components.config import LabelsConfig
 from components.data.dataset import SplitData
 from components.models.catalog import item_attribute_codes
 from components.models.sequences import feedback_labels, history_sequences, profile_codes, training_rows
@@ -78,12 +79,13 @@ def test_time_and_value_codes(movielens):
 def test_like_and_rating_labels(movielens):
     vocab = fit_vocab(movielens, 8, 2)
     frame = pd.DataFrame({"event": ["rate", "rate", "view", "click"], "value": [4.5, 2.0, 1.0, 1.0]})
-    likes, ratings = feedback_labels(frame, vocab, 4.0, ["click"])
+    clicks = LabelsConfig(like_threshold=4.0, like_events=["click"])
+    likes, ratings = feedback_labels(frame, vocab, clicks)
     # Only ratings are known events here, so the click is not told apart from the view: no label.
     assert likes[:2].tolist() == [1.0, 0.0] and np.isnan(likes[2:]).all()
     assert ratings[:2].tolist() == [4.5, 2.0] and np.isnan(ratings[2:]).all()
     vocab.events = ["click", "rate", "view"]
-    likes, _ = feedback_labels(frame, vocab, 4.0, ["click"])
+    likes, _ = feedback_labels(frame, vocab, clicks)
     assert likes.tolist() == [1.0, 0.0, 0.0, 1.0]
 
 

@@ -23,6 +23,10 @@ def test_the_html_report_and_the_verdict_are_written(shift: tuple[MonitorConfig,
     for header in ("Data drift: interactions of the current window vs the reference", "item_popularity",
                    "text_pc1", "Share of Drifted Columns"):
         assert header in html
+    # recloop's own verdict heads the Evidently page: the decision and each reason, not only latest.json.
+    assert "recloop verdict" in html and "DRIFT: retrain" in html
+    for reason in summary.verdict.reasons:
+        assert json.dumps(reason)[1:-1] in html
     saved = json.loads(Path(summary.verdict_file).read_text())
     assert saved["verdict"]["drift"] is True and saved["verdict"]["reasons"] == summary.verdict.reasons
     assert saved["verdict"]["current"]["end"] == summary.verdict.current.end

@@ -62,9 +62,9 @@ def tiny_paths(tiny_dirs, tmp_path_factory) -> Paths:
 @pytest.fixture(scope="session")
 def champion(registry_cfg, tiny_paths) -> int:
     """Version 1 of `recloop`, packaged, promoted and imported into BentoML's store."""
-    from components.registry.bento import import_champion
-    from components.registry.package import package
     from components.registry.registry import promote
+    from components.serving.bento import import_champion
+    from components.serving.package import package
 
     version = package(registry_cfg, tiny_paths).version
     promote(registry_cfg, version)

@@ -20,3 +20,10 @@ def test_bentofile_names_the_service_its_model_and_the_sources_it_needs():
     assert {"recommend", "similar_items", "feedback", "info", "reload"} <= set(service.apis)
     assert "components/**/*.py" in spec["include"] and "params.yaml" in spec["include"]
     assert spec["python"]["lock_packages"] is False  # locking would need the network
+
+
+def test_the_bento_pins_what_the_mlflow_model_pins():
+    from components.serving.pyfunc import pip_requirements
+
+    packages = yaml.safe_load((REPO / "bentofile.yaml").read_text())["python"]["packages"]
+    assert set(pip_requirements()) <= set(packages)

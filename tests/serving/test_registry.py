@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from components.cli import cli
 from components.errors import RecloopError
 from components.registry import registry
-from components.registry.package import package
+from components.serving.package import log_bundle, package
+from components.tracking import run_tags
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def versions(cfg, tiny_paths, bundle_dir) -> list[int]:
     first = package(cfg, tiny_paths).version
     assert yaml.safe_load((tiny_paths.reports / "package.json").read_text())["version"] == first
     assert registry.alias_version(cfg, registry.CHALLENGER) == first
-    return [first, registry.log_bundle(cfg, bundle_dir, metrics={"valid_ndcg@10": 0.5})]
+    return [first, log_bundle(cfg, bundle_dir, metrics={"valid_ndcg@10": 0.5})]
 
 
 def test_each_package_is_a_new_challenger_and_nothing_is_champion_yet(cfg, versions):
@@ -38,6 +39,12 @@ def test_each_package_is_a_new_challenger_and_nothing_is_champion_yet(cfg, versi
     assert registry.alias_version(cfg, registry.CHAMPION) is None
     with pytest.raises(RecloopError, match="no earlier champion"):
         registry.rollback(cfg)
+
+
+def test_the_package_run_carries_the_provenance_tags(cfg, versions):
+    mlflow_client = registry.client(cfg)
+    run_id = mlflow_client.get_model_version(cfg.model_name, str(versions[0])).tags["run_id"]
+    assert mlflow_client.get_run(run_id).data.tags.items() >= run_tags().items()
 
 
 def test_promote_and_roll_back_through_the_history(cfg, versions):
@@ -55,13 +62,18 @@ def test_promote_and_roll_back_through_the_history(cfg, versions):
         registry.promote(cfg, 99)
 
 
-def test_the_champion_loads_as_an_mlflow_pyfunc_that_recommends(cfg, versions):
+def test_the_champion_loads_as_an_mlflow_pyfunc_that_recommends(cfg, versions, bundle):
     registry.promote(cfg, versions[0])
     with registry.using_store(cfg):
         model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")
     out = model.predict(pd.DataFrame({"user_id": ["1", None], "history": [None, ["1", "260"]], "k": [3, 2]}))
     assert out.groupby("query").size().tolist() == [3, 2]
     assert (out["strategy"] == "history").all() and out["like_prob"].between(0, 1).all()
+    # Nested request fields pass the signature's checks as objects.
+    comedies = model.predict(pd.DataFrame({"user_id": ["1"], "k": [4], "filters": [{"categories": ["Comedy"]}],
+                                           "context": [{"timestamp": 1_000_000_000}]}))
+    categories = dict(zip(bundle.items["item_id"], bundle.items["categories"]))
+    assert len(comedies) == 4 and all("Comedy" in categories[i] for i in comedies["item_id"])
 
 
 def test_cli_promote_lists_versions_and_explains_mistakes(cfg, versions, tmp_path):

@@ -8,8 +8,9 @@ import pytest
 from bentoml.exceptions import BentoMLException
 from serving_harness import TOKEN
 
-from components.registry.registry import log_bundle, promote, rollback
+from components.registry.registry import promote, rollback
 from components.serving.feedback import read_feedback
+from components.serving.package import log_bundle
 
 pytestmark = pytest.mark.slow
 

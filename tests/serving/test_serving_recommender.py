@@ -1,10 +1,10 @@
-"""The serving Recommender in process, on the tiny trained model: consistency with the model, filters, cold start."""
+"""The serving BundleRecommender in process, on the tiny trained model: consistency with the model, filters, cold start."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from components.serving.recommender import Recommender, top_k
+from components.serving.recommender import BundleRecommender, top_k
 from components.serving.schemas import (
     HistoryEvent,
     RecommendRequest,
@@ -14,8 +14,8 @@ from components.serving.schemas import (
 
 
 @pytest.fixture(scope="module")
-def recommender(bundle) -> Recommender:
-    return Recommender(bundle, version="test").prepare()
+def recommender(bundle) -> BundleRecommender:
+    return BundleRecommender(bundle, version="test").prepare()
 
 
 def test_adhoc_history_is_encoded_exactly_like_the_stored_one(recommender, bundle):
@@ -64,7 +64,7 @@ def test_top_k_takes_the_best_allowed_and_stops_at_what_is_allowed():
 @pytest.mark.parametrize("candidates", [3, 40])
 def test_precomputed_candidates_give_the_full_catalogs_top_k(bundle, candidates):
     """Few candidates (the catalog is scored in full) or enough: the same answer as scoring everything."""
-    few = Recommender(bundle, version="test", candidates=candidates).prepare(load_encoder=False)
+    few = BundleRecommender(bundle, version="test", candidates=candidates).prepare(load_encoder=False)
     stored = bundle.histories[bundle.histories["user_id"] == "2"]
     events = [HistoryEvent(item_id=r.item_id, timestamp=int(r.timestamp), event=r.event, value=float(r.value),
                            domain=r.domain) for r in stored.itertuples()]

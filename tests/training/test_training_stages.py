@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def test_pretrain_then_finetune_stages_write_models_reports_and_mlflow(movielens
 
 
 def test_cli_names_the_missing_input(tmp_path):
-    result = CliRunner().invoke(cli, ["pretrain", "--params", str(tmp_path / "none.yaml"),
+    result = CliRunner().invoke(cli, ["pretrain", "--params", os.devnull,
                                       "--set", f"paths.split={tmp_path / 'nowhere'}"])
     assert result.exit_code == 2
     assert "run `recloop split` first" in result.output

@@ -75,3 +75,9 @@ def cfg() -> ValidateConfig:
     """The MovieLens settings of params.yaml, with floors a 1,500-row slice can meet."""
     return ValidateConfig(min_value=0.5, max_value=5.0, min_timestamp=788918400, max_timestamp=None,
                           max_quarantine_fraction=0.2, min_interactions=100, min_users=5, min_items=50)
+
+
+@pytest.fixture(scope="session")
+def gx_project(tmp_path_factory) -> Path:
+    """One GX project for the session's validate runs, as the repository's gx/ is for every run there."""
+    return tmp_path_factory.mktemp("gx-project") / "gx"

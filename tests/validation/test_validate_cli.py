@@ -30,7 +30,8 @@ def _invoke(tmp_path: Path, *overrides: str):
     return CliRunner().invoke(cli, args)
 
 
-def test_cli_validates_and_prints_the_summary(ml_slice, write_canonical, tmp_path):
+def test_cli_validates_and_prints_the_summary(ml_slice, write_canonical, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the GX project is gx/ in the working directory
     ml_slice["interactions"].iloc[[3, 4], ml_slice["interactions"].columns.get_loc("value")] = 6.0
     write_canonical(tmp_path / "canonical", ml_slice)
     result = _invoke(tmp_path)
@@ -41,9 +42,12 @@ def test_cli_validates_and_prints_the_summary(ml_slice, write_canonical, tmp_pat
     assert len(pd.read_parquet(tmp_path / "validated" / "interactions.parquet")) == 1498
     metrics = json.loads((tmp_path / "reports" / "validation.json").read_text())
     assert metrics["quarantined"] == {"validate: interactions: value out of range": 2}
+    assert "GX Data Docs gx/uncommitted/data_docs/local_site/index.html" in result.output
+    assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
 
 
-def test_cli_reports_unfit_data_in_one_line(ml_slice, write_canonical, tmp_path):
+def test_cli_reports_unfit_data_in_one_line(ml_slice, write_canonical, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     write_canonical(tmp_path / "canonical", ml_slice)
     result = _invoke(tmp_path, "validate.min_interactions=2000")
 

@@ -31,10 +31,10 @@ def _as_tuples(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(categories=[tuple(v) for v in frame["categories"]]) if "categories" in frame else frame
 
 
-def test_movielens_validates_clean(movielens, write_canonical, tmp_path):
+def test_movielens_validates_clean(movielens, write_canonical, tmp_path, gx_project):
     cfg = load_params(REPO / "params.yaml").validate_
     canonical = write_canonical(tmp_path / "canonical", movielens)
-    summary = validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports")
+    summary = validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports", gx_project)
 
     assert summary.rows_in == summary.rows_out == {"interactions": 100_836, "items": 9_742, "users": 610}
     assert summary.quarantined == {} and summary.ingest_quarantined == 0
@@ -99,7 +99,7 @@ def _corrupt(tables: dict[str, pd.DataFrame]) -> dict[str, dict[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def corrupted(ml_slice_factory, write_canonical, cfg, tmp_path_factory):
+def corrupted(ml_slice_factory, write_canonical, cfg, tmp_path_factory, gx_project):
     tables = ml_slice_factory()
     expected = _corrupt(tables)
     root = tmp_path_factory.mktemp("corrupted")
@@ -107,7 +107,7 @@ def corrupted(ml_slice_factory, write_canonical, cfg, tmp_path_factory):
                                       "reason": ["unparseable timestamp", "unparseable timestamp"],
                                       "row": ["1,31,2.5,yesterday", "1,1029,3.0,"]})
     canonical = write_canonical(root / "canonical", tables, ingest_quarantine)
-    summary = validate(cfg, canonical, root / "validated", root / "reports")
+    summary = validate(cfg, canonical, root / "validated", root / "reports", gx_project)
     return {"tables": tables, "expected": expected, "summary": summary, "root": root}
 
 
@@ -168,11 +168,11 @@ def test_report_names_failing_expectations(corrupted):
         "quarantined"] == 3
 
 
-def test_missing_column_is_one_clear_error(ml_slice, write_canonical, cfg, tmp_path):
+def test_missing_column_is_one_clear_error(ml_slice, write_canonical, cfg, tmp_path, gx_project):
     ml_slice["interactions"] = ml_slice["interactions"].drop(columns="value")
     canonical = write_canonical(tmp_path / "canonical", ml_slice)
     with pytest.raises(RecloopError, match=r"interactions\.parquet lacks value \(a canonical") as caught:
-        validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports")
+        validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports", gx_project)
     assert "items.parquet" not in str(caught.value) and "users.parquet" not in str(caught.value)
     assert not (tmp_path / "validated").exists() and not (tmp_path / "reports").exists()
 
@@ -181,12 +181,12 @@ def test_missing_column_is_one_clear_error(ml_slice, write_canonical, cfg, tmp_p
     ("user_id", "int64", "interactions.user_id has dtype int64"),
     ("timestamp", "str", "timestamp could not run: .*; 1,500 rows with timestamp not a number"),
 ], ids=["int ids", "text timestamps"])
-def test_a_column_of_the_wrong_type_is_one_clear_error(ml_slice, write_canonical, cfg, tmp_path,
+def test_a_column_of_the_wrong_type_is_one_clear_error(ml_slice, write_canonical, cfg, tmp_path, gx_project,
                                                        column, dtype, message):
     ml_slice["interactions"][column] = ml_slice["interactions"][column].astype(dtype)
     canonical = write_canonical(tmp_path / "canonical", ml_slice)
     with pytest.raises(RecloopError, match=message):
-        validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports")
+        validate(cfg, canonical, tmp_path / "validated", tmp_path / "reports", gx_project)
     assert not (tmp_path / "validated").exists()
 
 
@@ -194,7 +194,7 @@ def test_a_column_of_the_wrong_type_is_one_clear_error(ml_slice, write_canonical
     ("values", {}, r"26\.7% of interactions were quarantined, more than validate.max_quarantine_fraction=0.2"),
     (None, {"min_users": 16}, r"only 15 users with interactions are left, fewer than validate.min_users=16"),
 ], ids=["too many quarantined", "too few users"])
-def test_unfit_data_fails_and_leaves_out_dir_untouched(ml_slice, write_canonical, cfg, tmp_path,
+def test_unfit_data_fails_and_leaves_out_dir_untouched(ml_slice, write_canonical, cfg, tmp_path, gx_project,
                                                        damage, setting, message):
     if damage:
         ml_slice["interactions"].iloc[:400, ml_slice["interactions"].columns.get_loc("value")] = 42.0
@@ -206,7 +206,7 @@ def test_unfit_data_fails_and_leaves_out_dir_untouched(ml_slice, write_canonical
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
 
     with pytest.raises(RecloopError, match=message):
-        validate(cfg.model_copy(update=setting), canonical, out, tmp_path / "reports")
+        validate(cfg.model_copy(update=setting), canonical, out, tmp_path / "reports", gx_project)
 
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["canonical", "reports", "validated"]

@@ -5,6 +5,9 @@
 - latest/20M/25M: `ratings.csv`, `movies.csv` (pipe-separated genres), `tags.csv`, with headers.
 Ratings become event "rate" with the rating as value; genres become categories; the year in the title
 becomes the attribute `year`; free-text tags are folded into each movie's `text`.
+
+`movielens_stream` reads a latest-layout release straight into memory as a replay of its history
+(`recloop simulate`), without the ingest stage's files.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.config import IngestConfig
+from components.config import IngestConfig, SimulateConfig
+from components.data.live_windows import Stream, cutoff_seconds
 from components.data.sources.cleaning import clean_interactions
 from components.data.sources.readers import detect_encoding, read_csv, read_lines, split_fields
 from components.data.sources.sink import SourceInfo, TableSink
@@ -183,3 +187,19 @@ def _read_csv(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
     else:
         notes.append("movies.csv is missing: item titles are the ids.")
     return SourceInfo(dataset=folder.name, notes=notes, counts=counts)
+
+
+def movielens_stream(path: Path, cfg: SimulateConfig) -> tuple[Stream, pd.DataFrame]:
+    """The ratings of the latest-layout release in `path` as a stream cut at `cfg.cutoff`, and its movies
+    as the catalog (title and genres)."""
+    path = Path(path)
+    if not (path / "ratings.csv").exists():
+        raise RecloopError(f"{path} holds no MovieLens ratings.csv: point ingest.path at ml-latest-small")
+    raw = pd.read_csv(path / "ratings.csv")
+    interactions = pd.DataFrame({"user_id": raw["userId"].astype(str), "item_id": raw["movieId"].astype(str),
+                                 "timestamp": raw["timestamp"].astype("int64"), "event": "rate",
+                                 "value": raw["rating"].astype(float), "domain": "movies"})
+    movies = pd.read_csv(path / "movies.csv")
+    catalog = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
+                            "categories": movies["genres"].str.split("|"), "domain": "movies"})
+    return Stream(interactions, cutoff_seconds(cfg.cutoff), cfg.window_days), catalog

@@ -9,8 +9,7 @@ from components.evaluation.baselines import MostPopular
 from components.evaluation.evaluator import evaluate_ranking
 from components.evaluation.protocol import Recommender
 from components.models.artifacts import ITEM_VECTORS_FILE, load_trained, save_trained
-from components.models.recommender import load_recommender
-from components.models.scoring import RecloopScorer
+from components.models.scoring import RecloopScorer, load_finetuned_scorer
 
 
 def test_learns_and_beats_most_popular(movielens, trained):
@@ -27,7 +26,7 @@ def test_save_then_load_scores_identically(movielens, trained, tmp_path):
     save_trained(trained["model"], tmp_path / "finetuned", {"note": "test"})
     users = np.arange(0, movielens.n_users, 7)
     before = RecloopScorer(trained["model"]).fit(movielens).score(movielens, users, "test")
-    after = load_recommender(tmp_path).fit(movielens).score(movielens, users, "test")
+    after = load_finetuned_scorer(tmp_path).fit(movielens).score(movielens, users, "test")
     assert torch.equal(before, after)
     vectors = np.load(tmp_path / "finetuned" / ITEM_VECTORS_FILE)
     assert vectors.shape == (movielens.n_items, trained["model"].model.config.dim)

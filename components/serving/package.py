@@ -1,18 +1,23 @@
-"""The package stage: the fine-tuned model and what serving needs, as a new registry version aliased `challenger`."""
+"""The package stage: the fine-tuned model and what serving needs, as a new registry version aliased `challenger`.
+
+It sits in serving, above the registry: what is registered is serving's model (a bundle and its
+pyfunc face), and the registry only keeps versions and aliases.
+"""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.atomic import write_json
 from components.config import Paths, RegistryConfig
-from components.registry.registry import CHALLENGER, log_bundle
+from components.models.artifacts import FINETUNED_DIR
+from components.registry.registry import CHALLENGER, register
 from components.serving.bundle import build_bundle
+from components.serving.pyfunc import log_pyfunc
 
-FINETUNED_DIR = "finetuned"
 REPORT_FILE = "package.json"
 # Reports whose numbers become the version's metrics, so versions compare in the MLflow UI.
 METRIC_REPORTS = ("finetune.json", "metrics.json")
@@ -53,6 +58,16 @@ def _flatten_numbers(tree, prefix: str, out: dict[str, float]) -> None:
         out[prefix] = float(tree)
 
 
+def log_bundle(cfg: RegistryConfig, bundle_dir: Path, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None) -> int:
+    """Log `bundle_dir` as recloop's pyfunc model, register it as a new version, alias it `challenger`.
+
+    Returns the new version number. `mlflow.pyfunc.load_model(f"models:/{name}@challenger")`
+    then gives a model whose `predict` recommends.
+    """
+    return register(cfg, lambda: log_pyfunc(bundle_dir), metrics=metrics, tags=tags)
+
+
 def package(cfg: RegistryConfig, paths: Paths) -> PackageSummary:
     """Bundle models/finetuned with the catalog, histories and text vectors; log, register, alias challenger.
 
@@ -68,10 +83,6 @@ def package(cfg: RegistryConfig, paths: Paths) -> PackageSummary:
     finally:
         shutil.rmtree(bundle.parent, ignore_errors=True)
     report = Path(paths.reports) / REPORT_FILE
-    report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_name(f".{report.name}.tmp")
-    tmp.write_text(json.dumps({"version": version, "items": meta["items"], "users": meta["users"],
-                               "bundle_bytes": size}, indent=2) + "\n")
-    os.replace(tmp, report)
+    write_json(report, {"version": version, "items": meta["items"], "users": meta["users"], "bundle_bytes": size})
     return PackageSummary(cfg.model_name, version, cfg.uri, meta["items"], meta["users"], size / 2**20,
                           time.perf_counter() - start, report)

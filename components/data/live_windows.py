@@ -1,13 +1,15 @@
-"""Live windows of the time split: interactions at or after the cutoff, cut into consecutive batches.
+"""Live windows: interactions at or after a cutoff, cut into consecutive batches of `window_days`.
 
 Window k holds the interactions with `cutoff + k * window_days <= timestamp < cutoff + (k + 1) * window_days`.
-Rows are kept whole (new users and new items are what live windows are for); empty windows in
-between are written too, so that a window's number always names the same stretch of time.
+Rows are kept whole (new users and new items are what live windows are for). The time split writes
+them as files (`write_windows`; empty windows in between too, so that a window's number always names
+the same stretch of time); a replay of history reads them from memory (`Stream`).
 """
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -17,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from components.atomic import write_text
 
 SECONDS_PER_DAY = 86_400
 WINDOWS_FILE = "windows.json"
@@ -82,5 +86,31 @@ def write_windows(live: pd.DataFrame, cutoff: int, window_days: int, live_dir: P
             interactions=hi - lo, users=users.nunique(), items=items.nunique(),
             new_users=users[new_user[lo:hi]].nunique(), new_items=items[new_item[lo:hi]].nunique()))
     manifest = {"cutoff": _iso(cutoff), "window_days": window_days, "windows": [asdict(w) for w in windows]}
-    (live_dir / WINDOWS_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(live_dir / WINDOWS_FILE, json.dumps(manifest, indent=2) + "\n")
     return windows
+
+
+@dataclass
+class Stream:
+    """Interactions cut at `cutoff`; the later ones as consecutive windows of `window_days`."""
+
+    interactions: pd.DataFrame
+    cutoff: int
+    window_days: int
+
+    @property
+    def past(self) -> pd.DataFrame:
+        return self.interactions[self.interactions["timestamp"] < self.cutoff]
+
+    def windows(self, limit: int | None = None) -> Iterator[tuple[int, int, int, pd.DataFrame]]:
+        """(index, start, end, rows) of each non-empty window after the cutoff, in time order."""
+        ts = self.interactions["timestamp"].to_numpy(np.int64)
+        width = self.window_days * SECONDS_PER_DAY
+        last = int(ts.max()) if len(ts) else self.cutoff
+        count = 0
+        for k in range(max(0, (last - self.cutoff) // width + 1)):
+            start, end = self.cutoff + k * width, self.cutoff + (k + 1) * width
+            rows = self.interactions[(ts >= start) & (ts < end)]
+            if len(rows) and (limit is None or count < limit):
+                count += 1
+                yield k, start, end, rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components.monitoring.windows import MAX_VALUE_LEVELS, window_features, window_info
+from components.monitoring.window_features import MAX_VALUE_LEVELS, window_features, window_info
 
 
 def test_hour_and_weekday_agree_with_pandas(late: pd.DataFrame) -> None:

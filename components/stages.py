@@ -1,0 +1,104 @@
+"""The stage table: each pipeline stage's params -> library call -> summary, written once.
+
+Every door reads it: `recloop <stage>` (which `dvc.yaml` runs), the Prefect fan-out in `flows/`,
+and the tests. Library functions are imported when a stage runs or `Stage.library` is read, so
+that `recloop params` and `--help` stay quick.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: what it reads from params and how it calls its library function."""
+
+    name: str
+    doc: str                      # one paragraph: what the stage does (its `--help`)
+    target: str                   # "module:function" of the library function it calls
+    sections: tuple[str, ...]     # params sections (or dotted keys) it reads
+    transient: bool               # may fail for passing reasons (network share, hub, tracking server): retried
+    compose: Callable[[Callable[..., Any], Params], Any]  # (library function, params) -> summary
+
+    @property
+    def library(self) -> Callable[..., Any]:
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    def run(self, params: Params) -> Any:
+        """Call the library function with this stage's part of `params`; returns its summary (`.describe()`)."""
+        return self.compose(self.library, params)
+
+
+def _training(run: Callable[..., Any], p: Params, cfg: Any, **extra: Any) -> Any:
+    return run(p.model, cfg, p.tracking, p.paths.split, p.paths.features, p.paths.models, p.paths.reports, p.seed,
+               **extra)
+
+
+_STAGES = [
+    Stage("ingest", "Read the source named in params (ingest.source, ingest.path) into canonical Parquet tables.",
+          "components.data.ingest:ingest", ("ingest", "paths"), True,
+          lambda run, p: run(p.ingest, p.paths.canonical, p.paths.reports)),
+    Stage("validate", "Check the canonical tables with Great Expectations; quarantine bad rows with a reason.",
+          "components.validation.validate:validate", ("validate", "paths"), False,
+          lambda run, p: run(p.validate_, p.paths.canonical, p.paths.validated, p.paths.reports)),
+    Stage("split", "Leave-one-out by time (or the source's own split), k-core filtering, cold-item holdout, "
+          "live windows.",
+          "components.data.split:split", ("seed", "split", "paths"), False,
+          lambda run, p: run(p.split, p.paths.validated, p.paths.split, p.paths.reports, p.seed)),
+    Stage("featurize", "Encode each item's text with the language model (cached by text hash) into item vectors.",
+          "components.features.featurize:featurize", ("featurize", "paths"), True,
+          lambda run, p: run(p.featurize, p.paths.split, p.paths.features)),
+    # Training resumes from its checkpoint when run again, but its failures (a bug, out of memory) repeat.
+    Stage("pretrain", "Self-supervised pretraining: next item over the catalog + ID/text alignment; resumes from "
+          "a checkpoint.",
+          "components.training.pretrain:pretrain", ("seed", "model", "pretrain", "tracking", "paths"), False,
+          lambda run, p: _training(run, p, p.pretrain)),
+    Stage("finetune", "Multi-task fine-tuning (retrieval, like, rating) from the pretrained weights; early stopping "
+          "on NDCG@10.",
+          "components.training.finetune:finetune", ("seed", "model", "finetune", "labels", "tracking", "paths"),
+          False, lambda run, p: _training(run, p, p.finetune, labels=p.labels)),
+    Stage("evaluate", "Full-ranking evaluation of each model in evaluate.models on valid and test: metrics, slices, "
+          "plots, report.",
+          "components.evaluation.evaluate:evaluate", ("seed", "evaluate", "tracking.uri", "paths"), True,
+          lambda run, p: run(p.evaluate, p.paths.split, p.paths.features, p.paths.reports, seed=p.seed,
+                             models_dir=p.paths.models, tracking_uri=p.tracking.uri)),
+    Stage("package", "Log the fine-tuned model and what serving needs to the MLflow registry as a new `challenger` "
+          "version.",
+          "components.serving.package:package", ("registry", "paths"), True,
+          lambda run, p: run(p.registry, p.paths)),
+]
+
+# In pipeline order.
+STAGES: dict[str, Stage] = {s.name: s for s in _STAGES}
+# Stages that train: they run in one process or as one rank of torchrun.
+TRAINING = ("pretrain", "finetune")
+
+
+@dataclass
+class MonitorRun:
+    """A monitoring run's summary and the window it judged (the drift event names that file)."""
+
+    summary: Any  # components.monitoring.monitor.MonitorSummary
+    current: Path
+
+    def describe(self) -> str:
+        return self.summary.describe()
+
+
+def monitor_stage(params: Params, reference: Path | None = None, current: Path | None = None,
+                  feedback: Path | None = None, reference_feedback: Path | None = None) -> MonitorRun:
+    """Drift report of `current` (default: the newest live window) against `reference` (default: the
+    training split), with the pipeline's item text vectors where featurize wrote them."""
+    from components.monitoring.monitor import default_inputs, monitor
+
+    inputs = default_inputs(params.paths.split, params.paths.features, reference, current)
+    summary = monitor(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
+                      reference_feedback=reference_feedback, seed=params.seed, **inputs)
+    return MonitorRun(summary, Path(inputs["current"]))
