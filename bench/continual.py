@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 
 from components.config import load_params
-from components.continual.finetune import continual_finetune, grow_model
-from components.continual.gate import compare
+from components.continual.finetune import grow_model
 from components.continual.simulate import train_initial
-from components.continual.window_split import grow_ids, grow_items, holdout_split, leave_last_out, on_catalog, sample_users
+from components.continual.window_split import grow_ids, grow_items, holdout_split, leave_last_out
+from components.continual.window_step import challenge, open_window
 from components.data.sources.movielens import movielens_stream
 from components.evaluation.prequential import bootstrap_se, prequential_split, score
 from components.features.text import cached_text
@@ -66,7 +66,7 @@ def main() -> None:
     items = grow_items(catalog.iloc[:0], catalog, grow_ids([], history["item_id"]))
     base = leave_last_out(items, history)
     t0 = time.perf_counter()
-    stale = train_initial(base, text_of(base.items), params.model, None, params.finetune, seed)
+    stale = train_initial(base, text_of(base.items), params.model, None, params.finetune, seed, params.labels)
     initial_seconds = time.perf_counter() - t0
     models = dict.fromkeys(MODELS, stale)
     made = {"continual_seconds": 0.0, "gate_seconds": 0.0, "full_seconds": 0.0, "gate": None}
@@ -95,7 +95,7 @@ def main() -> None:
         rows_out.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
         if n + 1 < len(windows):  # what learns window w is scored on window w + 1
-            models, made, since = learn(models, items, history, rows, since, base, text, params)
+            models, made, since = learn(models, items, catalog, history, rows, since, base, text_of, params)
         history = pd.concat([history, rows], ignore_index=True)
 
     table = pd.DataFrame(rows_out)
@@ -129,26 +129,25 @@ def main() -> None:
           f"({100 * totals['compute_share']:.0f}%)")
 
 
-def learn(models: dict, items: pd.DataFrame, history: pd.DataFrame, rows: pd.DataFrame, since: int, base,
-          text: np.ndarray, params) -> tuple[dict, dict, int]:
-    """(b) and (c) after window `rows`: the continual step (learning what came from `since` on) with
-    its gate, and a full retrain, timed; and what the champion has learned up to now."""
+def learn(models: dict, items: pd.DataFrame, catalog: pd.DataFrame, history: pd.DataFrame, rows: pd.DataFrame,
+          since: int, base, text_of, params) -> tuple[dict, dict, int]:
+    """(b) and (c) after window `rows`: the continual window step of `recloop retrain` / `simulate`
+    (learning what came from `since` on, then the gate), and a full retrain, timed; and what the
+    champion has learned up to now. The gate's seconds are the step's other than training."""
     seed, cfg = params.seed, params.continual
-    data = holdout_split(items, history, rows, base.users, cfg.holdout_share)
     champion = models["continual"]
     t0 = time.perf_counter()
-    challenger, _ = continual_finetune(champion, data, text, cfg, params.finetune, seed, since=since)
+    window = open_window(champion, items, catalog, history, rows, base.users, text_of, cfg.holdout_share)
+    challenged = challenge(champion, window, base, cfg, params.finetune, seed, since=since, labels=params.labels)
+    challenger, decision, data = challenged.challenger, challenged.decision, window.data
     t1 = time.perf_counter()
-    guard = on_catalog(base, items, data.users)
-    guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, seed)
-    decision = compare(RecloopScorer(grow_model(champion, data, text), "champion").fit(data),
-                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users, seed)
-    t2 = time.perf_counter()
     known = pd.concat([data.train, data.valid], ignore_index=True).drop(columns=["user_idx", "item_idx"])
-    full = train_initial(leave_last_out(items, known), text, params.model, None, params.finetune, seed)
-    t3 = time.perf_counter()
+    full = train_initial(leave_last_out(data.items, known), window.text, params.model, None, params.finetune, seed,
+                         params.labels)
+    t2 = time.perf_counter()
     print(decision.describe(), file=sys.stderr, flush=True)
-    made = {"continual_seconds": t1 - t0, "gate_seconds": t2 - t1, "full_seconds": t3 - t2,
+    training = challenged.training.seconds
+    made = {"continual_seconds": training, "gate_seconds": t1 - t0 - training, "full_seconds": t2 - t1,
             "gate": "promoted" if decision.promote else "refused", "gate_gain": decision.gain,
             "gate_gain_se": decision.window["gain_se"], "gate_targets": int(decision.window["targets"])}
     if decision.promote:  # the window's held-out part is still to learn

@@ -162,7 +162,7 @@ def simulate(params: Params, work_dir: Path | None) -> None:
     pretrain = params.pretrain if params.finetune.init == "pretrained" else None
     summary = run(stream, catalog, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir),
                   model=params.model, pretrain=pretrain, finetune=params.finetune, continual=params.continual,
-                  monitor_cfg=params.monitor, cfg=params.simulate,
+                  monitor_cfg=params.monitor, cfg=params.simulate, labels=params.labels,
                   work_dir=work_dir or Path(params.paths.reports) / "simulate", seed=params.seed,
                   on_window=lambda step: click.echo(step.describe()))
     click.echo(f"{len(summary.steps)} windows, {sum(s.retrained for s in summary.steps)} retrained, "

@@ -367,10 +367,9 @@ class MonitorConfig(Section):
     max_unseen_users: float = Field(0.9, ge=0, le=1)
     # Principal components of the interacted items' text vectors whose drift is tested.
     text_components: int = Field(8, ge=1)
-    # Served lists: cut-off for NDCG / hit rate / MRR, what counts as a liked rating, and how much
-    # NDCG may fall below the reference feedback's before the quality signal fires.
+    # Served lists: cut-off for NDCG / hit rate / MRR (a liked item: labels.like_threshold), and how
+    # much NDCG may fall below the reference feedback's before the quality signal fires.
     k: int = Field(10, ge=1)
-    like_threshold: float = 4.0
     max_ndcg_drop: float = Field(0.2, gt=0, lt=1)
     # Served lists scored for quality: a seeded sample of this many requests (Evidently loops per list).
     max_requests: int = Field(5000, ge=1)

@@ -100,5 +100,5 @@ def monitor_stage(params: Params, reference: Path | None = None, current: Path |
 
     inputs = default_inputs(params.paths.split, params.paths.features, reference, current)
     summary = monitor(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
-                      reference_feedback=reference_feedback, seed=params.seed, **inputs)
+                      reference_feedback=reference_feedback, seed=params.seed, labels=params.labels, **inputs)
     return MonitorRun(summary, Path(inputs["current"]))

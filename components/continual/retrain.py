@@ -148,7 +148,7 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
                          users, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir), cfg.holdout_share)
     data, text = opened.data, opened.text
     challenged = challenge(champion, opened, SplitData.load(params.paths.split), cfg, params.finetune, params.seed,
-                           since=int(rows["timestamp"].min()))
+                           since=int(rows["timestamp"].min()), labels=params.labels)
     challenger, result, decision = challenged.challenger, challenged.training, challenged.decision
     decision.run = run
     decision.extra = {"window": str(window), "source": source, "trigger": trigger or {},

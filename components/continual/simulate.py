@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from components.atomic import write_text
-from components.config import ContinualConfig, FinetuneConfig, ModelConfig, MonitorConfig, PretrainConfig, SimulateConfig
+from components.config import (
+    ContinualConfig,
+    FinetuneConfig,
+    LabelsConfig,
+    ModelConfig,
+    MonitorConfig,
+    PretrainConfig,
+    SimulateConfig,
+)
 from components.continual.window_step import challenge, open_window
 from components.continual.window_split import grow_ids, grow_items, leave_last_out
 from components.data.dataset import SplitData
@@ -83,13 +91,13 @@ class SimulationSummary:
 
 
 def train_initial(data: SplitData, text: np.ndarray, model: ModelConfig, pretrain: PretrainConfig | None,
-                  finetune: FinetuneConfig, seed: int) -> TrainedModel:
+                  finetune: FinetuneConfig, seed: int, labels: LabelsConfig = LabelsConfig()) -> TrainedModel:
     """The first champion: pretraining (when `pretrain` is given), then fine-tuning, on `data`."""
     from components.training.finetune import finetune_model
     from components.training.pretrain import pretrain_model
 
     pretrained = pretrain_model(data, text, model, pretrain, seed)[0] if pretrain is not None else None
-    return finetune_model(data, text, finetune, seed, pretrained=pretrained, knobs=model)[0]
+    return finetune_model(data, text, finetune, seed, pretrained=pretrained, knobs=model, labels=labels)[0]
 
 
 def _iso(seconds: int) -> str:
@@ -120,7 +128,7 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
              pretrain: PretrainConfig | None, finetune: FinetuneConfig, continual: ContinualConfig,
              monitor_cfg: MonitorConfig, cfg: SimulateConfig, work_dir: Path, seed: int = 42,
              on_window: Callable[[WindowStep], None] | None = None,
-             champion: TrainedModel | None = None) -> SimulationSummary:
+             champion: TrainedModel | None = None, labels: LabelsConfig = LabelsConfig()) -> SimulationSummary:
     """Replay `stream` through the loop; `catalog` describes items (title, categories) as they appear.
 
     `text_of(items)` gives the text vectors of an items table (the featurize cache encodes only
@@ -135,7 +143,7 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
     base = leave_last_out(items, past)
     start = time.perf_counter()
     if champion is None:
-        champion = train_initial(base, text_of(base.items), model, pretrain, finetune, seed)
+        champion = train_initial(base, text_of(base.items), model, pretrain, finetune, seed, labels)
     elif champion.item_ids != base.items["item_id"].tolist():
         raise RecloopError("the given champion was trained on another catalog than the history before the cutoff")
     initial_seconds = time.perf_counter() - start
@@ -153,7 +161,8 @@ def simulate(stream: Stream, catalog: pd.DataFrame, text_of: TextOf, *, model: M
                           champion_ndcg=0.0)
         if step.retrained:
             # After refusals (or windows without drift) the challenger catches up on all of them.
-            challenged = challenge(champion, window, base, continual, finetune, seed, since=learned)
+            challenged = challenge(champion, window, base, continual, finetune, seed, since=learned,
+                                   labels=labels)
             decision = challenged.decision
             step.train_seconds = challenged.training.seconds
             step.champion_ndcg, step.challenger_ndcg = decision.window["champion"], decision.window["challenger"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.config import ContinualConfig, FinetuneConfig
+from components.config import ContinualConfig, FinetuneConfig, LabelsConfig
 from components.continual.finetune import continual_finetune, grow_model
 from components.continual.gate import GateDecision, compare
 from components.continual.window_split import grow_ids, grow_items, holdout_split, on_catalog, sample_users
@@ -60,14 +60,15 @@ def open_window(champion: TrainedModel, items: pd.DataFrame, catalog: pd.DataFra
 
 
 def challenge(champion: TrainedModel, window: OpenWindow, guard: SplitData, cfg: ContinualConfig,
-              finetune: FinetuneConfig, seed: int, *, since: int) -> Challenge:
+              finetune: FinetuneConfig, seed: int, *, since: int, labels: LabelsConfig = LabelsConfig()) -> Challenge:
     """Fine-tune a challenger from `champion` on `window` (interactions at or after `since` are new, see
     `continual_finetune`), then gate it against the grown champion: on the window's held-out targets,
     and on `guard` (the original split, whose test set checks forgetting; a seeded sample of
     `cfg.max_guard_users` of its users).
     """
     data = window.data
-    challenger, training = continual_finetune(champion, data, window.text, cfg, finetune, seed, since=since)
+    challenger, training = continual_finetune(champion, data, window.text, cfg, finetune, seed, since=since,
+                                                labels=labels)
     guard = on_catalog(guard, data.items, data.users)
     guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, seed)
     decision = compare(RecloopScorer(window.champion, "champion").fit(data),

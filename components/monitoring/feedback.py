@@ -18,7 +18,7 @@ or a Parquet table with the same columns. One row per (request, item, event):
 Prediction drift reads the served rows (score, like_prob, and the reference popularity of the
 served items). Quality reads served lists against outcomes: a served item is relevant when a
 client event for the same request and item is positive (click, like, purchase, add to cart) or
-a rating at or above `monitor.like_threshold`.
+a rating at or above `labels.like_threshold`.
 """
 from __future__ import annotations
 

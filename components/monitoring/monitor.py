@@ -21,7 +21,7 @@ from evidently.core.report import Snapshot
 from tqdm import tqdm
 
 from components.atomic import replaced, write_json
-from components.config import MonitorConfig
+from components.config import LabelsConfig, MonitorConfig
 from components.data.schema import ITEMS_FILE
 from components.data.split import LIVE_DIR
 from components.errors import RecloopError
@@ -92,8 +92,8 @@ def _read(path: Path, name: str) -> pd.DataFrame:
     return check_interactions(pd.read_parquet(path), f"{name} interactions {path}").reset_index(drop=True)
 
 
-def _feedback(cfg: MonitorConfig, feedback: Path, reference_feedback: Path | None, split_at: int,
-              reference: pd.DataFrame, item_vectors: ItemVectors | None, seed: int,
+def _feedback(cfg: MonitorConfig, labels: LabelsConfig, feedback: Path, reference_feedback: Path | None,
+              split_at: int, reference: pd.DataFrame, item_vectors: ItemVectors | None, seed: int,
               measured: Measurements) -> list[tuple[str, Snapshot]]:
     """Prediction drift and quality parts from the feedback log(s).
 
@@ -119,8 +119,8 @@ def _feedback(cfg: MonitorConfig, feedback: Path, reference_feedback: Path | Non
     if not (len(served) and fb.has_outcomes(log)):
         measured.notes.append("quality: the current feedback has no served lists with outcomes")
         return parts
-    lists = fb.ranking_frame(log, cfg.like_threshold, cfg.max_requests, seed)
-    ref_lists = (fb.ranking_frame(ref_log, cfg.like_threshold, cfg.max_requests, seed)
+    lists = fb.ranking_frame(log, labels.like_threshold, cfg.max_requests, seed)
+    ref_lists = (fb.ranking_frame(ref_log, labels.like_threshold, cfg.max_requests, seed)
                  if len(ref_served) and fb.has_outcomes(ref_log) else None)
     components = None if item_vectors is None else text_components(item_vectors, reference, lists,
                                                                     cfg.text_components)
@@ -145,11 +145,13 @@ def _publish(parts: list[tuple[str, Snapshot]], run: str, verdict: Verdict, cfg:
 
 def monitor(cfg: MonitorConfig, reference: Path, current: Path, report_dir: Path, *,
             feedback: Path | None = None, reference_feedback: Path | None = None,
-            item_vectors: Path | None = None, items: Path | None = None, seed: int = 42) -> MonitorSummary:
+            item_vectors: Path | None = None, items: Path | None = None, seed: int = 42,
+            labels: LabelsConfig = LabelsConfig()) -> MonitorSummary:
     """Compare `current` with `reference`, write the report and the verdict, add a workspace run.
 
     `feedback` (and optionally `reference_feedback`) is a feedback log; `item_vectors` with `items`
-    are the featurize stage's text vectors and the items table they follow.
+    are the featurize stage's text vectors and the items table they follow. A served item counts as
+    liked when its feedback is a rating at or above `labels.like_threshold`.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +172,7 @@ def monitor(cfg: MonitorConfig, reference: Path, current: Path, report_dir: Path
                           interactions_part(window_features(ref, cur), text, cfg, measured)))
             progress.update()
             if feedback is not None:
-                parts += _feedback(cfg, feedback, reference_feedback, cur_info.start_ts, ref, vectors, seed,
+                parts += _feedback(cfg, labels, feedback, reference_feedback, cur_info.start_ts, ref, vectors, seed,
                                    measured)
             progress.update()
         verdict = decide(read_signals(measured, cfg), cfg, ref_info, cur_info, last_trigger(report_dir))

@@ -1,8 +1,6 @@
 """What the pretrain and finetune stages share around the loop: inputs, validation, a training run, outputs."""
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from components.atomic import write_json, write_text
 from components.config import LabelsConfig, TrainingConfig
 from components.data.dataset import PARTS, SplitData
 from components.errors import RecloopError
@@ -134,13 +133,8 @@ def write_outputs(trained: TrainedModel, result: LoopResult, out_dir: Path, repo
                   metrics: dict, tracker: Tracker, checkpoint: Path) -> None:
     """Model folder (atomically), metrics JSON and per-epoch CSV for DVC, artifacts to MLflow; drop the checkpoint."""
     save_trained(trained, out_dir, metrics)
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    for path, text in ((reports_dir / f"{name}.json", json.dumps(metrics, indent=2) + "\n"),
-                       (reports_dir / f"{name}_history.csv", pd.DataFrame(result.history).to_csv(index=False))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_json(Path(reports_dir) / f"{name}.json", metrics)
+    write_text(Path(reports_dir) / f"{name}_history.csv", pd.DataFrame(result.history).to_csv(index=False))
     tracker.log_metrics({f"best_{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=result.epochs)
     tracker.log_artifacts(out_dir, name)
     tracker.finish()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from monitoring_data import popularity_log, release_years, write, years
 
-from components.config import MonitorConfig
+from components.config import LabelsConfig, MonitorConfig
 from components.monitoring.monitor import monitor
 from components.serving.feedback import FeedbackLog
 
@@ -42,7 +42,7 @@ def test_a_stale_recommender_loses_quality_but_serves_the_same(tmp_path: Path, r
     assert signals["prediction_drift"].value == 0 and not signals["prediction_drift"].fired
 
     # Evidently's hit rate (all lists counted) is the share of requests with a liked served item.
-    liked = now[(now["source"] == "client") & (now["value"] >= cfg.like_threshold)]
+    liked = now[(now["source"] == "client") & (now["value"] >= LabelsConfig().like_threshold)]
     served = now[now["source"] == "server"]
     hits = served.merge(liked[["request_id", "item_id"]].drop_duplicates())["request_id"].nunique()
     assert abs(measured.quality["hit_rate"] - hits / served["request_id"].nunique()) < 1e-9
