@@ -129,7 +129,7 @@ def run_case(case: dict) -> dict:
     from components.config import load_params
     from components.models import softmax
     from components.models.model import Recloop, RecloopConfig
-    from components.training.loop import configure_torch
+    from components.training.loop import configure_torch, training_step
     from components.training.pretrain import objective
 
     params = load_params(REPO / "params.yaml", [])
@@ -157,14 +157,8 @@ def run_case(case: dict) -> dict:
     model.train()
 
     def step() -> float:
-        # The training loop's inner step (components/training/loop.py), on a fixed batch.
-        _, losses = model(batch, targets, None, goal.tasks, goal.temperature)
-        loss = sum(goal.weights[t] * losses[t] for t in goal.tasks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        # The training loop's own step, on a fixed batch.
+        loss, _ = training_step(model, batch, targets, None, goal, optimizer, cfg.grad_clip)
         return float(loss.detach())
 
     rss_before = rss_mb()

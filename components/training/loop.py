@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from components.config import TrainingConfig
-from components.models.model import TASKS, Negatives, Recloop, to_device
+from components.models.model import TASKS, Negatives, Recloop, SequenceBatch, Targets, to_device
 from components.models.sequences import TrainingRows
 from components.tracking import Tracker
 from components.training.checkpoint import load_checkpoint, save_checkpoint
@@ -113,6 +113,21 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, genera
     for pool in order.split(size * POOL_BATCHES):
         batches.extend(pool[torch.argsort(lengths[pool], stable=True)].split(size))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def training_step(net: torch.nn.Module, batch: SequenceBatch, targets: Targets, negatives: Negatives | None,
+                  objective: Objective, optimizer: torch.optim.Optimizer, grad_clip: float | None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimiser step on one batch: the objective's weighted loss, its gradients clipped to `grad_clip`.
+    Returns the weighted loss and each task's own."""
+    _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature)
+    loss = sum(objective.weights[t] * losses[t] for t in objective.tasks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    return loss, losses
 
 
 def epoch_line(desc: str, epoch: int, epochs: int, metrics: dict[str, float], result: LoopResult) -> str:
@@ -209,13 +224,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
             if device.type != "cpu":
                 batch, targets = to_device(batch, device), to_device(targets, device)
             negatives = sampler.draw(device) if sampler is not None else None
-            _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature)
-            loss = sum(objective.weights[t] * losses[t] for t in objective.tasks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss, losses = training_step(net, batch, targets, negatives, objective, optimizer, cfg.grad_clip)
             steps += 1
             for name, value in (("loss", loss), *losses.items()):
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
