@@ -18,7 +18,7 @@ import click
 
 from components.config import Params, load_params
 from components.errors import RecloopError
-from components.stages import STAGES, TRAINING, Stage, monitor_stage
+from components.stages import STAGES, TRAINING, Stage, monitor_stage, simulate_stage
 
 
 def with_params(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -153,18 +153,7 @@ def retrain(params: Params, window: Path | None) -> None:
 @with_params
 def simulate(params: Params, work_dir: Path | None) -> None:
     """Replay MovieLens history: train up to simulate.cutoff, then monitor, retrain and gate window by window."""
-    from components.continual.simulate import simulate as run
-    from components.data.sources.movielens import movielens_stream
-    from components.features.text import cached_text
-
-    stream, catalog = movielens_stream(params.ingest.path, params.simulate)
-    f = params.featurize
-    pretrain = params.pretrain if params.finetune.init == "pretrained" else None
-    summary = run(stream, catalog, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir),
-                  model=params.model, pretrain=pretrain, finetune=params.finetune, continual=params.continual,
-                  monitor_cfg=params.monitor, cfg=params.simulate, labels=params.labels,
-                  work_dir=work_dir or Path(params.paths.reports) / "simulate", seed=params.seed,
-                  on_window=lambda step: click.echo(step.describe()))
+    summary = simulate_stage(params, work_dir, on_window=lambda step: click.echo(step.describe()))
     click.echo(f"{len(summary.steps)} windows, {sum(s.retrained for s in summary.steps)} retrained, "
                f"{sum(s.promoted for s in summary.steps)} promoted; wrote {summary.report}")
 

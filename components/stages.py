@@ -102,3 +102,21 @@ def monitor_stage(params: Params, reference: Path | None = None, current: Path |
     summary = monitor(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
                       reference_feedback=reference_feedback, seed=params.seed, labels=params.labels, **inputs)
     return MonitorRun(summary, Path(inputs["current"]))
+
+
+def simulate_stage(params: Params, work_dir: Path | None = None,
+                   on_window: Callable[[Any], None] | None = None) -> Any:
+    """Replay the MovieLens history at ingest.path through the loop (`recloop simulate`): train up to
+    simulate.cutoff, then monitor, retrain and gate window by window; `on_window` sees each step."""
+    from components.continual.simulate import simulate
+    from components.data.sources.movielens import movielens_stream
+    from components.features.text import cached_text
+
+    stream, catalog = movielens_stream(params.ingest.path, params.simulate)
+    f = params.featurize
+    pretrain = params.pretrain if params.finetune.init == "pretrained" else None
+    return simulate(stream, catalog, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir),
+                    model=params.model, pretrain=pretrain, finetune=params.finetune, continual=params.continual,
+                    monitor_cfg=params.monitor, cfg=params.simulate, labels=params.labels,
+                    work_dir=work_dir or Path(params.paths.reports) / "simulate", seed=params.seed,
+                    on_window=on_window)
