@@ -392,6 +392,9 @@ class ContinualConfig(Section):
     # Gate, in NDCG@10 (absolute): the challenger must beat the champion by min_gain on the new window
     # and lose at most max_forgetting on the guard set (the original test split).
     min_gain: float = 0.0
+    # ... and by more than this many standard errors of the gain (a paired bootstrap over users), so that
+    # a challenger replaces the champion only when it is measurably better, not luckier on a few users.
+    min_gain_se: float = Field(1.0, ge=0)
     max_forgetting: float = Field(0.01, ge=0)
     # Guard users evaluated (a seeded sample; null: all), to keep the gate quick on large splits.
     max_guard_users: int | None = Field(2000, ge=1)

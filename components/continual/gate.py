@@ -59,17 +59,21 @@ class GateDecision:
 
 
 def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConfig) -> GateDecision:
-    """Promote when the gain on the new window beats `min_gain` and the guard loss stays within
-    `max_forgetting` (both absolute NDCG@10); the reasons say which test passed or failed and by how much.
+    """Promote when the gain on the new window beats `min_gain` and `min_gain_se` of its standard errors
+    (when measured), and the guard loss stays within `max_forgetting` (absolute NDCG@10); the reasons
+    say which test passed or failed and by how much.
     """
     gain = window["challenger"] - window["champion"]
     loss = guard["champion"] - guard["challenger"]
-    better = gain > cfg.min_gain
+    se = window.get("gain_se")
+    required = cfg.min_gain if se is None else max(cfg.min_gain, cfg.min_gain_se * se)
+    better = gain > required
     kept = loss <= cfg.max_forgetting
-    noise = f" ± {window['gain_se']:.4f}" if "gain_se" in window else ""
+    noise = "" if se is None else f" ± {se:.4f}"
+    within = "" if se is None or not cfg.min_gain_se else f", {cfg.min_gain_se:g} standard error(s) at least"
     reasons = [
         (f"new window: {'+' if gain >= 0 else ''}{gain:.4f}{noise} {METRIC} "
-         f"({'more' if better else 'not more'} than the required gain {cfg.min_gain:g})"),
+         f"({'more' if better else 'not more'} than the required gain {required:.4g}{within})"),
         (f"guard set: {'-' if loss >= 0 else '+'}{abs(loss):.4f} {METRIC} "
          f"({'within' if kept else 'beyond'} the forgetting tolerance {cfg.max_forgetting:g})"),
     ]

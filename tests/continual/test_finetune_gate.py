@@ -137,6 +137,19 @@ def test_decide_checks_both_margins():
     assert not decide({"champion": 0.10, "challenger": 0.20}, {"champion": 0.30, "challenger": 0.27}, cfg).promote
 
 
+def test_decide_wants_a_gain_above_its_noise():
+    cfg = c.CONTINUAL.model_copy(update={"min_gain": 0.0, "min_gain_se": 1.0, "max_forgetting": 0.02})
+    guard = {"champion": 0.30, "challenger": 0.30}
+    noisy = decide({"champion": 0.0580, "challenger": 0.0585, "gain_se": 0.0055}, guard, cfg)
+    assert not noisy.promote
+    assert any("required gain 0.0055, 1 standard error(s) at least" in r for r in noisy.reasons)
+    assert decide({"champion": 0.0580, "challenger": 0.0700, "gain_se": 0.0055}, guard, cfg).promote
+    # Without a measured standard error only min_gain applies; with min_gain_se 0, any gain counts.
+    assert decide({"champion": 0.0580, "challenger": 0.0585}, guard, cfg).promote
+    anything = cfg.model_copy(update={"min_gain_se": 0.0})
+    assert decide({"champion": 0.0580, "challenger": 0.0585, "gain_se": 0.0055}, guard, anything).promote
+
+
 def test_resize_keeps_matched_id_rows_and_starts_new_ones_as_asked(window):
     data, _, text = window
     champion = c.champion()
