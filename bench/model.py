@@ -82,6 +82,8 @@ def main() -> None:
     text = load_item_text(work / "features", data.n_items)
 
     args.results.mkdir(parents=True, exist_ok=True)
+    # The code that runs is the tree as it is now: others may edit it while a long run trains.
+    ran = provenance()
     rows = []
     for name_ in [v for v in args.variants.split(",") if v]:
         model = variant(name_, params.model, params.pretrain, params.finetune, params.labels, text, params.seed,
@@ -108,7 +110,9 @@ def main() -> None:
                        "finetune": model.result_.epochs},
             "curve": curve(model),
             "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
-            "peak_rss_mb": round(peak_rss_mb(), 1), **provenance(),
+            "peak_rss_mb": round(peak_rss_mb(), 1), **ran,
+            "tree_changed_during_run": provenance()["git_diff_sha256"] != ran["git_diff_sha256"],
+            "command": " ".join(["bench/model.py", *sys.argv[1:]]),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "params": {"model": params.model.model_dump(mode="json"),

@@ -11,7 +11,10 @@
    --warmup seconds of load, then loads them with wrk one at a time, --seconds each, in the order
    trivial, recommend, recommend, trivial (known users, cycling through every user). With
    --adhoc-seconds, also `recommend` for ad-hoc histories (each user's last 20 training items, no
-   user_id), where the encoder runs in every request.
+   user_id), where the encoder runs in every request, and fresh state: `feedback` (a click) and
+   `recommend` for the same user, alternating, cycling through every user, so that every
+   recommend finds a new acknowledged event and recomputes the user's state (the run's requests/s
+   count both kinds).
 3. Prints a Markdown table and writes --results/serve_load-<UTC time>.json (one file per run):
    requests/s, latency percentiles (the worst run's), errors (non-2xx, socket errors, timeouts),
    the server's CPU time per request (steadier than requests/s when other work shares the
@@ -46,11 +49,13 @@ from provenance import provenance
 
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
 LUA = """
+local paths = {%s}
 local bodies = {%s}
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("POST", "%s", {["Content-Type"] = "application/json"}, bodies[(n %% #bodies) + 1])
+  local i = (n %% #bodies) + 1
+  return wrk.format("POST", paths[i], {["Content-Type"] = "application/json"}, bodies[i])
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -64,13 +69,15 @@ end
 """
 
 
-def bench_params(work: Path) -> tuple[Params, Path]:
-    """params.yaml with every output, the registry and the feedback log redirected into `work`."""
+def bench_params(work: Path, workers: int | None = None) -> tuple[Params, Path]:
+    """params.yaml with every output, the registry and the feedback log redirected into `work`
+    (and serve.workers set, when given: both servers use it)."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     tree["paths"] = {**tree.get("paths", {}), **{k: str(work / k) for k in
                                                  ("canonical", "validated", "split", "features", "reports", "models")}}
     tree["registry"] = {**tree.get("registry", {}), "uri": f"sqlite:///{work / 'mlflow.db'}"}
-    tree["serve"] = {**tree.get("serve", {}), "feedback_log": str(work / "feedback.db")}
+    tree["serve"] = {**tree.get("serve", {}), "feedback_log": str(work / "feedback.db"),
+                     **({} if workers is None else {"workers": workers})}
     tree["tracking"] = {**tree.get("tracking", {}), "uri": None}
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
@@ -178,11 +185,14 @@ class Served:
             p.kill()
 
 
-def run_wrk(port: int, path: str, bodies: list[str], seconds: int, connections: int, work: Path) -> dict:
-    script = work / f"wrk{path.replace('/', '-')}.lua"
-    script.write_text(LUA % (", ".join(json.dumps(b) for b in bodies), path))
+def run_wrk(port: int, path: str | list[str], bodies: list[str], seconds: int, connections: int,
+            work: Path) -> dict:
+    """wrk posting `bodies` in turn, to `path` (or to the path beside each body)."""
+    paths = path if isinstance(path, list) else [path] * len(bodies)
+    script = work / f"wrk{paths[0].replace('/', '-')}-{len(set(paths))}.lua"
+    script.write_text(LUA % (", ".join(json.dumps(p) for p in paths), ", ".join(json.dumps(b) for b in bodies)))
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
-           f"http://127.0.0.1:{port}{path}"]
+           f"http://127.0.0.1:{port}{paths[0]}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     line = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
@@ -205,7 +215,8 @@ def server_cpu_seconds(server: Served) -> float:
     return total
 
 
-def measure(name: str, server: Served, path: str, bodies: list[str], seconds: int, args, work: Path) -> dict:
+def measure(name: str, server: Served, path: str | list[str], bodies: list[str], seconds: int, args,
+            work: Path) -> dict:
     """One wrk run against a ready server, with the server's CPU time per request and the load average."""
     load_before, cpu_before = os.getloadavg()[0], server_cpu_seconds(server)
     result = run_wrk(server.port, path, bodies, seconds, args.connections, work)
@@ -247,6 +258,7 @@ def main() -> None:
     parser.add_argument("--adhoc-seconds", type=int, default=20,
                         help="also measure ad-hoc histories (the encoder runs per request); 0: skip")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="serve.workers for both servers (default: params)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "serving")
     args = parser.parse_args()
@@ -255,7 +267,7 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
-    params, params_path = bench_params(work)
+    params, params_path = bench_params(work, args.workers)
     prepare(params, args.epochs)
 
     env = {**os.environ, "RECLOOP_PARAMS": str(params_path), "BENTOML_DO_NOT_TRACK": "true",
@@ -267,6 +279,11 @@ def main() -> None:
     train = pd.read_parquet(Path(params.paths.split) / "train.parquet", columns=["user_id", "item_id", "timestamp"])
     recent = train.sort_values("timestamp").groupby("user_id")["item_id"].apply(lambda s: s.astype(str).tolist()[-20:])
     adhoc_bodies = [json.dumps({"history": items, "k": 10}) for items in recent]
+    # Each user clicks their own most recent item again: a known item, a new acknowledged event.
+    fresh_paths = ["/feedback", "/recommend"] * len(recent)
+    fresh_bodies = [body for user, items in recent.items() for body in (
+        json.dumps({"events": [{"user_id": str(user), "item_id": items[-1], "event": "click"}]}),
+        json.dumps({"user_id": str(user), "k": 10}))]
     service = "components.serving.service:RecloopService"
     started = time.gmtime()
     load_start = os.getloadavg()
@@ -285,6 +302,8 @@ def main() -> None:
         if args.adhoc_seconds:
             runs["recommend (ad-hoc history)"] = [measure("recommend (ad-hoc history)", recloop, "/recommend",
                                                           adhoc_bodies, args.adhoc_seconds, args, work)]
+            runs["feedback + fresh recommend"] = [measure("feedback + fresh recommend", recloop, fresh_paths,
+                                                          fresh_bodies, args.adhoc_seconds, args, work)]
     finally:
         for server in servers:
             server.stop()
@@ -293,7 +312,10 @@ def main() -> None:
     summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv), **provenance(),
                "machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
                "seconds": args.seconds, "connections": args.connections, "warmup": args.warmup,
-               "ratio_recommend_to_trivial": ratio, "endpoints": results, "runs": runs}
+               "ratio_recommend_to_trivial": ratio,
+               "ratios_to_trivial": {r["name"]: r["rps"] / results[0]["rps"] for r in results[1:]},
+               "serve": {k: getattr(params.serve, k) for k in ("workers", "watch_seconds", "candidates")},
+               "endpoints": results, "runs": runs}
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"serve_load-{time.strftime('%Y-%m-%dT%H%M%SZ', started)}.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -308,6 +330,8 @@ def main() -> None:
               f"{' / '.join(map(str, r['load']))} |")
     cpu_ratio = results[0]["server_cpu_ms_per_request"] / results[1]["server_cpu_ms_per_request"]
     print(f"\nrecommend / trivial: throughput {ratio:.2f}, server CPU per request (inverse) {cpu_ratio:.2f}")
+    for name, value in summary["ratios_to_trivial"].items():
+        print(f"{name} / trivial: throughput {value:.2f}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def baseline_module() -> types.ModuleType:
 
 def as_baseline(model, baseline: types.ModuleType):
     """The baseline's Recloop with `model`'s weights (head modules renamed since are mapped by name)."""
-    old = baseline.Recloop(baseline.RecloopConfig(**vars(model.config)))
+    # Knobs added since (the encoder's) are left out: the baseline only knows attention.
+    known = baseline.RecloopConfig.__dataclass_fields__
+    old = baseline.Recloop(baseline.RecloopConfig(**{k: v for k, v in vars(model.config).items() if k in known}))
     new = model.state_dict()
     renames = {"like_head.": "task_heads.like.", "rating_head.": "task_heads.rating."}
     state = {}
@@ -140,6 +142,7 @@ def run_case(case: dict) -> dict:
     shared = set(RecloopConfig.__dataclass_fields__) & set(type(knobs).model_fields)
     config = RecloopConfig(n_items=case["items"], text_dim=384, n_attributes=ATTRIBUTES + 1, n_events=2,
                            n_value_buckets=9, n_domains=2, profile_sizes=[], rating_mean=0.0, rating_std=1.0,
+                           kg_relations=[], n_entities=0, extra_sources={},
                            **{k: getattr(knobs, k) for k in shared})
     model = Recloop(config)
     g = torch.Generator().manual_seed(params.seed)

@@ -18,7 +18,18 @@ import click
 
 from components.config import Params, load_params
 from components.errors import RecloopError
-from components.stages import STAGES, TRAINING, Stage, monitor_stage, simulate_stage
+from components.stages import (
+    STAGES,
+    TRAINING,
+    Stage,
+    feedback_rotate_stage,
+    foundation_stage,
+    kg_stage,
+    monitor_stage,
+    ope_stage,
+    simulate_stage,
+    transfer_stage,
+)
 
 
 def with_params(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,12 +136,13 @@ def promote(params: Params, version: int | None, rollback: bool, list_versions: 
               help="Reference interactions [default: <paths.split>/train.parquet].")
 @click.option("--current", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Current window [default: the newest <paths.split>/live/window_NNN.parquet].")
-@click.option("--feedback", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Serving feedback log (SQLite or Parquet): prediction drift and served-list quality.")
+@click.option("--feedback", default=None,
+              help="Serving feedback log (SQLite file, postgresql:// URL or Parquet): prediction drift and "
+                   "served-list quality.")
 @click.option("--reference-feedback", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference feedback log [default: the --feedback rows before the current window].")
 @with_params
-def monitor(params: Params, reference: Path | None, current: Path | None, feedback: Path | None,
+def monitor(params: Params, reference: Path | None, current: Path | None, feedback: str | None,
             reference_feedback: Path | None) -> None:
     """Evidently drift report of the current window vs the reference, and the retrain verdict (docs/monitoring.md)."""
     click.echo(monitor_stage(params, reference, current, feedback, reference_feedback).describe())
@@ -156,6 +168,51 @@ def simulate(params: Params, work_dir: Path | None) -> None:
     summary = simulate_stage(params, work_dir, on_window=lambda step: click.echo(step.describe()))
     click.echo(f"{len(summary.steps)} windows, {sum(s.retrained for s in summary.steps)} retrained, "
                f"{sum(s.promoted for s in summary.steps)} promoted; wrote {summary.report}")
+
+
+@cli.command()
+@with_params
+def foundation(params: Params) -> None:
+    """Pretrain a foundation on several catalogs (foundation.sources); register it if foundation.registered_model
+    is set (docs/transfer.md)."""
+    click.echo(foundation_stage(params).describe())
+
+
+@cli.command()
+@with_params
+def kg(params: Params) -> None:
+    """Ingest and validate the knowledge graph at kg.path (quarantine, report) into paths.kg (docs/fusion.md)."""
+    click.echo(kg_stage(params).describe())
+
+
+@cli.command()
+@click.option("--mode", type=click.Choice(["zero-shot", "adapter", "full"]), default=None,
+              help="Override transfer.mode.")
+@with_params
+def transfer(params: Params, mode: str | None) -> None:
+    """Bring a foundation to this pipeline's catalog: zero-shot, adapter or full (docs/transfer.md)."""
+    if mode:
+        params = params.model_copy(update={"transfer": params.transfer.model_copy(update={"mode": mode})})
+    click.echo(transfer_stage(params).describe())
+
+
+@cli.command()
+@click.option("--feedback", default=None,
+              help="Feedback log: SQLite file or postgresql:// URL [default: serve.feedback_store, else "
+                   "serve.feedback_log].")
+@click.option("--challenger", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Challenger model folder [default: <paths.models>/finetuned].")
+@with_params
+def ope(params: Params, feedback: str | None, challenger: Path | None) -> None:
+    """Off-policy evaluation: a challenger model + policy.target against the champion on the logged lists (docs/policy.md)."""
+    click.echo(ope_stage(params, feedback, challenger).describe())
+
+
+@cli.command("feedback-rotate")
+@with_params
+def feedback_rotate(params: Params) -> None:
+    """Move feedback rows older than serve.feedback_keep_days to Parquet files in serve.feedback_archive (docs/serving.md)."""
+    click.echo(feedback_rotate_stage(params).describe())
 
 
 @cli.command("params")

@@ -30,6 +30,8 @@ class Paths(Section):
     reports: Path = Path("reports")
     # pretrained/ and finetuned/ (DVC outputs) and checkpoints/ (resume state, outside DVC's outputs).
     models: Path = Path("models")
+    # recloop kg: the validated knowledge graph (triples, links), its quarantine and report.
+    kg: Path = Path("data/kg")
 
 
 class GenericColumns(Section):
@@ -65,6 +67,10 @@ class IngestConfig(Section):
     # true: the items and users tables keep only ids that have interactions (Amazon metadata describes a
     # whole category, its 5-core a fraction); false: every id the source knows (cold items keep their text).
     only_interacted: bool = False
+    # An interaction whose item is missing from a catalog the source declares complete (MovieLens movies
+    # file, Amazon metadata when only_interacted is false): quarantine ("unknown item") or keep it as an
+    # item without text (for catalogs that are known to be partial).
+    unknown_items: Literal["quarantine", "keep"] = "quarantine"
     generic: GenericSource = GenericSource()
 
 
@@ -107,6 +113,48 @@ class FeaturizeConfig(Section):
     cache_dir: Path = Path(".cache/embeddings")
 
 
+class VectorSourceConfig(Section):
+    """An extra per-item vector table the item tower reads (image, audio, KG embeddings; docs/fusion.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Parquet (item_id + a list column `vector`, or item_id + numeric columns) or NumPy .npz (item_ids, vectors).
+    path: Path
+    # false: the table is left out (an ablation) without removing its entry.
+    use: bool = True
+
+
+class ItemSourcesConfig(Section):
+    """Where the item tower's optional sources come from (docs/fusion.md)."""
+
+    # A knowledge graph as `recloop kg` writes it (paths.kg); read when model.use_kg is true.
+    kg: Path | None = None
+    vectors: list[VectorSourceConfig] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> "ItemSourcesConfig":
+        names = [v.name for v in self.vectors]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in ("id", "text", "attributes", "kg")})
+        if clash:
+            raise ValueError(f"vector source names must be unique and not id/text/attributes/kg: {clash}")
+        return self
+
+
+class KGConfig(Section):
+    """A knowledge graph about the catalog's items: `recloop kg` ingests and validates it into paths.kg."""
+
+    # Folder holding the triples and links files; null: no knowledge graph.
+    path: Path | None = None
+    # mkr: tab-separated, no header (head, relation, tail / item id, entity), as published with MKR;
+    # generic: CSV, TSV or Parquet with header columns head, relation, tail / item_id, entity.
+    format: Literal["mkr", "generic"] = "mkr"
+    triples: str = "kg.txt"
+    links: str = "item_index2entity_id.txt"
+    # Relations allowed; a triple with another is quarantined ("unknown relation"). null: every relation.
+    relations: list[str] | None = None
+    # Stop when more than this share of the links would be quarantined (wrong catalog or id format).
+    max_quarantine_fraction: float = Field(0.9, ge=0, le=1)
+
+
 class ModelConfig(Section):
     """The sequence model's shape and inputs; the ablations (ID-only, text-only, no context) are switches here."""
 
@@ -126,10 +174,23 @@ class ModelConfig(Section):
     # Share of items whose ID embedding is dropped per training step, so text alone must place them.
     id_dropout: float = Field(0.1, ge=0, le=1)
     text_hidden: int = Field(256, ge=1)
+    # The encoder's token mixing: causal self-attention, or attention plus BSARec's causal low-pass filter
+    # branch (weight filter_alpha; filter_c // 2 + 1 frequencies kept), see components/models/encoder.py.
+    encoder: Literal["attention", "bsarec"] = "attention"
+    filter_alpha: float = Field(0.7, ge=0, le=1)
+    filter_c: int = Field(5, ge=1)
     # Attribute values (categories, brand...) kept per item, and how often a value must occur to get an embedding.
     max_item_attributes: int = Field(16, ge=1)
     min_attribute_count: int = Field(2, ge=1)
     value_buckets: int = Field(8, ge=1)
+    # Knowledge-graph neighbourhoods as an item-tower source (sources.kg names the graph): one-hop
+    # (relation, entity) and two-hop slots per item, the rarest shared entities first.
+    use_kg: bool = False
+    kg_neighbours: int = Field(16, ge=1)
+    kg_two_hop: int = Field(16, ge=0)
+    # A learned gate per item-tower source instead of the plain sum (the sum is how the tower began).
+    source_gates: bool = False
+    sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -201,6 +262,49 @@ class FinetuneConfig(TrainingConfig):
     # pretrained: start from models/pretrained; scratch: random weights (the no-pretraining ablation).
     init: Literal["pretrained", "scratch"] = "pretrained"
     weights: FinetuneWeights = FinetuneWeights()
+
+
+class FoundationSource(Section):
+    """One catalog of a foundation: its split and featurize outputs and the domain (scenario) token it carries."""
+
+    split: Path
+    features: Path
+    # null: the domain column ingest wrote (ingest.domain); a name here retags every interaction and item.
+    domain: str | None = None
+
+
+class FoundationConfig(Section):
+    """Foundation pretraining (recloop foundation): one model over several catalogs; training knobs from `pretrain`."""
+
+    sources: list[FoundationSource] = []
+    # Registered model the foundation is logged to as a new version (null: not registered).
+    registered_model: str | None = None
+
+
+class LMTuningConfig(Section):
+    """The language model learns: LoRA adapters on the text encoder trained inside the recommendation objective."""
+
+    # Off by default: on a CPU it is slow, and it must beat the frozen encoder before it is worth its cost.
+    enabled: bool = False
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["query", "value"]  # BERT-style attention projections (MiniLM)
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)  # sequences per step; their items' text goes through the encoder
+    lr: float = Field(1e-4, gt=0)  # the recommendation model's own weights learn at this rate too
+    refresh_every: int = Field(100, ge=1)  # steps between re-encoding the whole catalog with the tuned encoder
+    max_length: int = Field(64, ge=8, le=512)
+
+
+class TransferConfig(Section):
+    """Bringing a foundation to the pipeline's catalog (recloop transfer); training knobs from `finetune`."""
+
+    mode: Literal["zero-shot", "adapter", "full"] = "adapter"
+    # A foundation folder, or a registry URI such as models:/recloop-foundation/1 or models:/recloop-foundation/latest.
+    foundation: str = "models/foundation"
+    # adapter mode: the state-dict prefixes that learn; everything else stays bit for bit as the foundation has it.
+    adapter_trains: list[str] = ["tower.text_adapter", "tower.id_embedding", "domain", "task_heads"]
 
 
 class LabelsConfig(Section):
@@ -325,6 +429,15 @@ class ServeConfig(Section):
 
     # SQLite (WAL, synchronous=FULL) log of served recommendations and feedback events.
     feedback_log: Path = Path("logs/feedback.db")
+    # A postgresql:// URL: the feedback log lives there instead (replicas share it); null: feedback_log.
+    feedback_store: str | None = Field(None, pattern=r"^postgres(ql)?://")
+    # `recloop feedback-rotate` moves rows logged more than this many days ago to Parquet files in
+    # feedback_archive (null: keep everything in the store).
+    feedback_keep_days: float | None = Field(None, gt=0)
+    feedback_archive: Path = Path("logs/feedback-archive")
+    # Catalogs larger than this retrieve through an HNSW index (components/serving/ann.py, recall@100 >= 0.98
+    # of exact scoring) instead of scoring every item; null: always exact.
+    ann_above: int | None = Field(500_000, ge=1)
     # Environment variable holding the token `reload` requires; reload is refused while it is unset.
     reload_token_env: str = "RECLOOP_RELOAD_TOKEN"
     max_k: int = Field(100, ge=1)
@@ -335,6 +448,10 @@ class ServeConfig(Section):
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     # Best items per known user, with like probabilities, computed at load (users x candidates floats).
     candidates: int = Field(100, ge=1)
+    # Worker processes of `bentoml serve` (each holds the model; each follows the champion itself).
+    workers: int = Field(1, ge=1)
+    # Each worker checks the registry's champion alias this often and switches to a new one (0: only /reload).
+    watch_seconds: float = Field(30.0, ge=0)
 
 
 MonitorSignal = Literal["data_drift", "unseen_items", "unseen_users", "text_drift", "prediction_drift", "quality"]
@@ -402,6 +519,14 @@ class ContinualConfig(Section):
     # The BentoML service (http://host:3000): after a promotion, POST <url>/reload with the token in
     # serve.reload_token_env; null: no service to tell.
     serve_url: str | None = None
+    # supervised: the multi-task fine-tune on the window | policy: REINFORCE from logged rewards with the
+    # top-K off-policy correction (continual.weight_cap; docs/policy.md).
+    objective: Literal["supervised", "policy"] = "supervised"
+    # The policy objective's importance weights are capped at this (Chen et al., WSDM 2019).
+    weight_cap: float = Field(10.0, gt=0)
+    # Gate: refuse a challenger whose off-policy estimate (SNIPS, from the feedback log) falls below
+    # the champion's; off until a deployment has logged enough propensities.
+    ope_gate: bool = False
 
 
 class SimulateConfig(Section):
@@ -415,6 +540,52 @@ class SimulateConfig(Section):
     retrain: Literal["drift", "always"] = "drift"
 
 
+class ExplorationConfig(Section):
+    """How a served list explores around the model's ranking (components/policy/exploration.py)."""
+
+    # none: the model's top k | epsilon: each slot shows, with probability epsilon, a candidate drawn
+    # uniformly from beyond the top | boltzmann: a Plackett-Luce draw over softmax(score / temperature).
+    kind: Literal["none", "epsilon", "boltzmann"] = "none"
+    epsilon: float = Field(0.1, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    # Share of the k slots (the last ones) reserved for fresh items, drawn uniformly from the
+    # fresh_pool best-scored fresh items that are not among the candidates.
+    fresh_share: float = Field(0.0, ge=0, le=1)
+    fresh_pool: int = Field(20, ge=1)
+    # Monte Carlo draws behind the Boltzmann policy's per-position propensities (Rao-Blackwellised).
+    samples: int = Field(1000, ge=1)
+
+
+class ReplayConfig(Section):
+    """The replay simulator on MovieLens (components/continual/policy_replay.py)."""
+
+    # Windows of simulate.window_days after simulate.cutoff replayed (each: serve, click, log).
+    windows: int = Field(2, ge=1)
+    # Seeded sample of users served per window (null: all), to keep a replay to minutes.
+    max_users: int | None = Field(None, ge=1)
+    # Requests per user per window: at the user's first interactions on this many distinct days.
+    requests_per_user: int = Field(3, ge=1)
+    k: int = Field(10, ge=1)
+    candidates: int = Field(100, ge=2)
+    # A served item is clicked when the user rates it >= min_rating later in the window and looks at
+    # its slot, with probability 1 / (position + 1) ** position_bias (position counted from 0).
+    min_rating: float = 4.0
+    position_bias: float = Field(1.0, ge=0)
+    # Items first seen this many days before a request, or later, are fresh (for fresh slots).
+    fresh_days: int = Field(30, ge=1)
+
+
+class PolicyConfig(Section):
+    """Off-policy evaluation and learning from the feedback log (docs/policy.md)."""
+
+    # The challenger's policy in `recloop ope` (the champion's is what the log recorded).
+    target: ExplorationConfig = ExplorationConfig()
+    # Feedback events counted as reward (each gets a rate and a position-weighted value).
+    reward_events: list[str] = ["click", "like"]
+    bootstrap: int = Field(1000, ge=10)
+    replay: ReplayConfig = ReplayConfig()
+
+
 class Params(Section):
     seed: int = 42
     paths: Paths = Paths()
@@ -423,8 +594,12 @@ class Params(Section):
     split: SplitConfig = SplitConfig()
     featurize: FeaturizeConfig = FeaturizeConfig()
     model: ModelConfig = ModelConfig()
+    kg: KGConfig = KGConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    foundation: FoundationConfig = FoundationConfig()
+    transfer: TransferConfig = TransferConfig()
+    lm_tuning: LMTuningConfig = LMTuningConfig()
     labels: LabelsConfig = LabelsConfig()
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -434,6 +609,7 @@ class Params(Section):
     monitor: MonitorConfig = MonitorConfig()
     continual: ContinualConfig = ContinualConfig()
     simulate: SimulateConfig = SimulateConfig()
+    policy: PolicyConfig = PolicyConfig()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 

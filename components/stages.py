@@ -104,6 +104,29 @@ def monitor_stage(params: Params, reference: Path | None = None, current: Path |
     return MonitorRun(summary, Path(inputs["current"]))
 
 
+def ope_stage(params: Params, feedback: Path | None = None, challenger: Path | None = None) -> Any:
+    """Off-policy estimate (`recloop ope`) of a challenger model (default: the finetune stage's) with the
+    policy policy.target, against the champion's logged value, on the feedback log (default:
+    serve.feedback_log); the report goes to <paths.reports>/ope."""
+    from components.data.dataset import SplitData
+    from components.models.artifacts import FINETUNED_DIR, load_trained
+    from components.policy.feedback_ope import ope_compare
+    from components.serving.feedback import feedback_interactions, read_feedback, store_location
+
+    frame = read_feedback(feedback or store_location(params.serve))
+    trained = load_trained(challenger or Path(params.paths.models) / FINETUNED_DIR)
+    return ope_compare(params.policy, frame, SplitData.load(params.paths.split), trained,
+                       feedback_interactions(frame), params.serve.candidates, params.seed,
+                       report_dir=Path(params.paths.reports) / "ope")
+
+
+def feedback_rotate_stage(params: Params, now: float | None = None) -> Any:
+    """Archive the feedback store's rows older than serve.feedback_keep_days (`recloop feedback-rotate`)."""
+    from components.serving.feedback_rotation import rotate_feedback
+
+    return rotate_feedback(params.serve, now)
+
+
 def simulate_stage(params: Params, work_dir: Path | None = None,
                    on_window: Callable[[Any], None] | None = None) -> Any:
     """Replay the MovieLens history at ingest.path through the loop (`recloop simulate`): train up to
@@ -120,3 +143,39 @@ def simulate_stage(params: Params, work_dir: Path | None = None,
                     monitor_cfg=params.monitor, cfg=params.simulate, labels=params.labels,
                     work_dir=work_dir or Path(params.paths.reports) / "simulate", seed=params.seed,
                     on_window=on_window)
+
+
+def foundation_stage(params: Params) -> Any:
+    """Pretrain a foundation on foundation.sources (`recloop foundation`) with the model and pretrain knobs;
+    register it as a new version of foundation.registered_model when that is set."""
+    from components.training.foundation import foundation
+
+    p = params
+    summary = foundation(p.model, p.pretrain, p.foundation, p.tracking, p.paths.models, p.paths.reports, p.seed)
+    if p.foundation.registered_model and not summary.interrupted:
+        from components.registry.foundation import register_foundation
+
+        summary.registered = register_foundation(p.registry, p.foundation.registered_model, summary.out_dir,
+                                                 {"valid_ndcg@10": summary.valid_ndcg})
+    return summary
+
+
+def kg_stage(params: Params) -> Any:
+    """Ingest the knowledge graph at kg.path, validate it against the validated items (quarantine, report)
+    and write it to paths.kg (`recloop kg`), where model.sources.kg can point (docs/fusion.md)."""
+    from components.data.schema import ITEMS_FILE
+    from components.validation.kg import kg_stage as validate_kg_stage
+
+    return validate_kg_stage(params.kg, params.paths.validated / ITEMS_FILE, params.paths.kg)
+
+
+def transfer_stage(params: Params) -> Any:
+    """Bring the foundation at transfer.foundation (a folder or a models:/ URI) to the split's catalog in
+    transfer.mode (`recloop transfer`), then tune the text encoder when lm_tuning.enabled; writes the
+    fine-tuned model that evaluate, package and serve read."""
+    from components.registry.foundation import foundation_folder
+    from components.training.transfer import transfer
+
+    p = params
+    return transfer(p.transfer, p.finetune, p.labels, p.tracking, foundation_folder(p.registry, p.transfer.foundation),
+                    p.paths.split, p.paths.features, p.paths.models, p.paths.reports, p.seed, lm=p.lm_tuning)

@@ -9,6 +9,7 @@ user is served from the interactions they have.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from components.config import ContinualConfig, FinetuneConfig, LabelsConfig
@@ -18,6 +19,7 @@ from components.models.artifacts import TrainedModel
 from components.models.catalog import resize_catalog
 from components.models.sequences import Sequences, TrainingRows, training_rows
 from components.models.vocab import Vocab
+from components.policy.reinforce import reinforce_finetune
 from components.training.finetune import objective
 from components.training.loop import LoopResult, configure_torch
 from components.training.stage import run, validator
@@ -63,16 +65,26 @@ def continual_rows(data: SplitData, vocab: Vocab, max_len: int, since: int, rati
 
 def continual_finetune(champion: TrainedModel, data: SplitData, text: np.ndarray, cfg: ContinualConfig,
                        finetune: FinetuneConfig, seed: int, *, since: int, labels: LabelsConfig = LabelsConfig(),
-                       tracker: Tracker | None = None) -> tuple[TrainedModel, LoopResult]:
+                       tracker: Tracker | None = None,
+                       logged: pd.DataFrame | None = None) -> tuple[TrainedModel, LoopResult]:
     """The challenger: the champion grown to `data`'s catalog and fine-tuned on what is new and a replay.
 
     `data` is a `holdout_split`: its `test` (the window's latest interactions) is held out for the
     gate, `valid` picks the best epoch; training interactions at or after `since` are new (see
     `continual_rows`): the window's start, or earlier where the champion has not learned some
     interactions (a refused challenger's window). The learning rate is `finetune.lr * cfg.lr_scale`.
+    With `cfg.objective == "policy"` the challenger learns instead from `logged`, served slots with their
+    rewards and propensities (components/policy/reinforce.py).
     """
     configure_torch(finetune.threads, seed)
     challenger = grow_model(champion, data, text)
+    if cfg.objective == "policy":
+        if logged is None:
+            raise RecloopError("continual.objective=policy learns from logged lists with rewards and propensities, "
+                               "and none were given")
+        return challenger, reinforce_finetune(challenger, data, logged, lr=finetune.lr * cfg.lr_scale,
+                                              epochs=cfg.epochs, batch_size=finetune.batch_size, cap=cfg.weight_cap,
+                                              seed=seed)
     rows = continual_rows(data, challenger.vocab, challenger.model.config.max_len, since, cfg.replay_ratio, seed,
                           labels)
     loop_cfg = finetune.model_copy(update={"lr": finetune.lr * cfg.lr_scale, "epochs": cfg.epochs,

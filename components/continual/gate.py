@@ -39,6 +39,8 @@ class GateDecision:
     max_forgetting: float
     run: str = ""
     extra: dict = field(default_factory=dict)
+    # Off-policy estimates from the feedback log ({"metric": .., "champion": .., "challenger": ..}), if any.
+    ope: dict = field(default_factory=dict)
 
     @property
     def gain(self) -> float:
@@ -58,10 +60,13 @@ class GateDecision:
                 f"{self.guard['challenger']:.4f})\n" + "\n".join(f"  - {r}" for r in self.reasons))
 
 
-def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConfig) -> GateDecision:
+def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConfig,
+           ope: dict | None = None) -> GateDecision:
     """Promote when the gain on the new window beats `min_gain` and `min_gain_se` of its standard errors
-    (when measured), and the guard loss stays within `max_forgetting` (absolute NDCG@10); the reasons
-    say which test passed or failed and by how much.
+    (when measured), and the guard loss stays within `max_forgetting` (absolute NDCG@10); with
+    `cfg.ope_gate`, also when the challenger's off-policy estimate `ope["challenger"]` is not below the
+    champion's `ope["champion"]` (no estimate: refused). The reasons say which test passed or failed
+    and by how much.
     """
     gain = window["challenger"] - window["champion"]
     loss = guard["champion"] - guard["challenger"]
@@ -77,7 +82,21 @@ def decide(window: dict[str, float], guard: dict[str, float], cfg: ContinualConf
         (f"guard set: {'-' if loss >= 0 else '+'}{abs(loss):.4f} {METRIC} "
          f"({'within' if kept else 'beyond'} the forgetting tolerance {cfg.max_forgetting:g})"),
     ]
-    return GateDecision(better and kept, reasons, window, guard, cfg.min_gain, cfg.max_forgetting)
+    promote = better and kept
+    if cfg.ope_gate:
+        if not ope:
+            promote = False
+            reasons.append("off-policy: continual.ope_gate asks for an estimate from the feedback log and none was "
+                           "given (run `recloop ope`)")
+        else:
+            held = ope["challenger"] >= ope["champion"]
+            promote = promote and held
+            reasons.append(f"off-policy {ope.get('metric', 'value')}: challenger {ope['challenger']:.4f} vs champion "
+                           f"{ope['champion']:.4f} ({'not below' if held else 'below'} the champion's)")
+    elif ope:
+        reasons.append(f"off-policy {ope.get('metric', 'value')} (not gated): challenger {ope['challenger']:.4f} vs "
+                       f"champion {ope['champion']:.4f}")
+    return GateDecision(promote, reasons, window, guard, cfg.min_gain, cfg.max_forgetting, ope=dict(ope or {}))
 
 
 def ndcg(model: Recommender, data: SplitData, users: np.ndarray | None = None) -> tuple[float, int]:
@@ -87,9 +106,10 @@ def ndcg(model: Recommender, data: SplitData, users: np.ndarray | None = None) -
 
 
 def compare(champion: Recommender, challenger: Recommender, window: SplitData, guard: SplitData,
-            cfg: ContinualConfig, guard_users: np.ndarray | None = None, seed: int = 0) -> GateDecision:
+            cfg: ContinualConfig, guard_users: np.ndarray | None = None, seed: int = 0,
+            ope: dict | None = None) -> GateDecision:
     """Score both (already fitted) models on the window's held-out `test` (prequentially) and on the
-    guard set, then `decide`.
+    guard set, then `decide` (with the off-policy estimates `ope`, see there).
     """
     split = prequential_split(window, cfg.max_window_targets, seed)
     a, b = score(champion, split, seed=seed), score(challenger, split, seed=seed)
@@ -98,7 +118,7 @@ def compare(champion: Recommender, challenger: Recommender, window: SplitData, g
                          "gain_se": bootstrap_se(b.per_target - a.per_target, split.user_of, seed=seed)}}
     (a_guard, n), (b_guard, _) = ndcg(champion, guard, guard_users), ndcg(challenger, guard, guard_users)
     scores["guard"] = {"champion": a_guard, "challenger": b_guard, "targets": float(n)}
-    return decide(scores["window"], scores["guard"], cfg)
+    return decide(scores["window"], scores["guard"], cfg, ope)
 
 
 def record(decision: GateDecision, report_dir: Path, tracking: TrackingConfig | None, experiment: str,
@@ -129,6 +149,7 @@ def _log_mlflow(decision: GateDecision, uri: str, experiment: str, params: dict)
     for key, value in {**params, "min_gain": decision.min_gain, "max_forgetting": decision.max_forgetting}.items():
         client.log_param(run_id, key, str(value)[:500])
     metrics = {f"window_{k}": v for k, v in decision.window.items()} | {f"guard_{k}": v for k, v in decision.guard.items()}
+    metrics |= {f"ope_{k}": v for k, v in decision.ope.items() if isinstance(v, int | float)}
     for key, value in {**metrics, "gain": decision.gain, "forgetting": decision.forgetting}.items():
         client.log_metric(run_id, key, float(value))
     client.set_terminated(run_id)

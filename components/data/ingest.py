@@ -14,6 +14,7 @@ from pathlib import Path
 from components.atomic import staged_files, write_json
 from components.config import IngestConfig
 from components.data.sources import ADAPTERS
+from components.data.schema import QUARANTINE_FILE
 from components.data.sources.sink import SinkStats, SourceInfo, TableSink
 from components.errors import RecloopError
 
@@ -90,6 +91,8 @@ def ingest(cfg: IngestConfig, out_dir: Path, report_dir: Path) -> IngestSummary:
     with staged_files(out_dir) as staging:
         with TableSink(staging, cfg.domain, cfg.only_interacted) as sink:
             info = ADAPTERS[cfg.source](cfg, sink)
+            if info.complete_catalog and cfg.unknown_items == "quarantine":
+                sink.quarantine_unknown_items()
             stats = sink.finish()
         if stats.interactions == 0:
             reasons = ", ".join(f"{r} ({n})" for r, n in stats.quarantined.most_common(3)) or "the source is empty"

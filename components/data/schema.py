@@ -5,6 +5,7 @@ interactions: user_id (str), item_id (str), timestamp (int64 seconds), event (st
               its own train/valid/test assignment).
 items:        item_id, title, text, categories (list of str), domain, plus optional attributes.
 users:        user_id, plus optional attributes (age, gender, occupation, region...).
+kg triples:   head, relation, tail (str); kg links: item_id, entity (str) — a validated knowledge graph.
 """
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from components.atomic import replaced
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "event", "value", "domain"]
 ITEM_COLUMNS = ["item_id", "title", "text", "categories", "domain"]
 USER_COLUMNS = ["user_id"]
+KG_TRIPLE_COLUMNS = ["head", "relation", "tail"]
+KG_LINK_COLUMNS = ["item_id", "entity"]
 
 INTERACTIONS_FILE = "interactions.parquet"
 ITEMS_FILE = "items.parquet"
+KG_TRIPLES_FILE = "triples.parquet"
+KG_LINKS_FILE = "links.parquet"
 USERS_FILE = "users.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 QUARANTINE_COLUMNS = ["table", "reason", "row"]

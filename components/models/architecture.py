@@ -7,15 +7,21 @@ so a knob renamed on either side fails loudly instead of falling back to a defau
 from __future__ import annotations
 
 from components.config import ModelConfig
+from components.features.item_sources import ItemSources
 from components.models.model import RecloopConfig
 from components.models.vocab import Vocab
 
 # ModelConfig knobs that shape the vocabulary (fit_vocab), not the network: they reach the model as sizes.
 VOCAB_KNOBS = ("value_buckets", "min_attribute_count")
+# ModelConfig knobs that say where the item tower's optional sources live: they reach the model as
+# the sources' sizes (`ItemSources`), not by name.
+DATA_KNOBS = ("sources",)
 
 
-def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int) -> RecloopConfig:
-    """The params' model section plus the sizes the data dictates."""
+def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int,
+                   sources: ItemSources | None = None) -> RecloopConfig:
+    """The params' model section plus the sizes the data dictates (`sources`: the optional item sources)."""
+    sources = sources or ItemSources()
     return RecloopConfig(
         # From the data.
         n_items=n_items,
@@ -41,4 +47,14 @@ def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int
         use_profile=knobs.use_profile,
         id_dropout=knobs.id_dropout,
         text_hidden=knobs.text_hidden,
+        use_kg=knobs.use_kg,
+        kg_relations=sources.kg.relations if sources.kg is not None else [],
+        n_entities=len(sources.kg.entities) if sources.kg is not None else 0,
+        kg_neighbours=knobs.kg_neighbours,
+        kg_two_hop=knobs.kg_two_hop,
+        extra_sources={name: table.width for name, table in sources.vectors.items()},
+        source_gates=knobs.source_gates,
+        encoder=knobs.encoder,
+        filter_alpha=knobs.filter_alpha,
+        filter_c=knobs.filter_c,
     )

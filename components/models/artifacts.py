@@ -9,6 +9,10 @@ Under paths.models the pretrain stage writes PRETRAINED_DIR and the finetune sta
     item_ids.json     item_id of each catalog row
     item_vectors.npy  (items, dim) float32 item-tower vectors for retrieval / ANN serving
     metrics.json      what the stage measured
+
+The foundation stage writes FOUNDATION_DIR: only the transferable weights (no ID table, no catalog
+buffers), config.json, vocab.json, sources.json (the catalogs and domains it learned from) and
+metrics.json; `components/models/foundation.py` reads and adopts it for a new catalog.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from components.models.vocab import Vocab
 
 PRETRAINED_DIR = "pretrained"
 FINETUNED_DIR = "finetuned"
+FOUNDATION_DIR = "foundation"
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -33,8 +38,13 @@ VOCAB_FILE = "vocab.json"
 ITEM_IDS_FILE = "item_ids.json"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 METRICS_FILE = "metrics.json"
+SOURCES_FILE = "sources.json"
 # Weights saved before the heads became `Recloop.task_heads` (model.pt of older model folders and bundles).
 RENAMED_WEIGHTS = {"like_head.": "task_heads.like.", "rating_head.": "task_heads.rating."}
+# Config fields added since models were first saved, with the values that describe those older models.
+ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 5,
+                       "use_kg": False, "kg_relations": [], "n_entities": 0, "kg_neighbours": 16, "kg_two_hop": 16,
+                       "extra_sources": {}, "source_gates": False}
 
 
 @dataclass
@@ -59,6 +69,11 @@ def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
 
 
+def load_config(model_dir: Path) -> RecloopConfig:
+    """A saved model's (or foundation's) config; fields added since it was saved take their old behaviour."""
+    return RecloopConfig(**{**ADDED_CONFIG_FIELDS, **json.loads((Path(model_dir) / CONFIG_FILE).read_text())})
+
+
 def load_trained(model_dir: Path) -> TrainedModel:
     """Rebuild a saved model (in eval mode) with its vocabulary and item ids."""
     model_dir = Path(model_dir)
@@ -66,7 +81,7 @@ def load_trained(model_dir: Path) -> TrainedModel:
     if missing:
         raise RecloopError(f"{model_dir} lacks {', '.join(missing)}: run `recloop pretrain` / "
                            "`recloop finetune` first")
-    model = Recloop(RecloopConfig(**json.loads((model_dir / CONFIG_FILE).read_text())))
+    model = Recloop(load_config(model_dir))
     weights = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict({_current_name(name): value for name, value in weights.items()})
     return TrainedModel(model.eval(), Vocab.load(model_dir / VOCAB_FILE),

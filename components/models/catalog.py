@@ -2,7 +2,8 @@
 
 `build_model` turns the model params, the fitted vocabulary and a dataset's catalog into a ready
 `Recloop`; `load_catalog` refreshes an existing model's catalog buffers for another item table;
-`resize_catalog` carries a trained model over to another or a grown catalog (transfer, continual growth).
+`resize_catalog` carries a trained model over to another or a grown catalog (transfer, continual growth);
+`parameter_groups` is the one place that says which weights are the catalog's own.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from components.config import ModelConfig
 from components.data.dataset import SplitData
 from components.errors import RecloopError
+from components.features.item_sources import ItemSources, load_item_sources
 from components.models.artifacts import TrainedModel
 from components.models.architecture import recloop_config
 from components.models.model import Recloop
@@ -50,12 +52,42 @@ def load_catalog(model: Recloop, data: SplitData, text: np.ndarray, vocab: Vocab
                              torch.from_numpy(data.item_popularity() > 0))
 
 
+def load_sources(model: Recloop, sources: ItemSources) -> None:
+    """Fill the buffers of the item tower's optional sources (KG neighbourhoods, extra vector tables)."""
+    if sources.kg is not None:
+        model.tower.load_kg(torch.from_numpy(sources.kg.one_hop), torch.from_numpy(sources.kg.two_hop))
+    for name, table in sources.vectors.items():
+        model.tower.load_vectors(name, torch.from_numpy(table.vectors), torch.from_numpy(table.present))
+
+
 def build_model(knobs: ModelConfig, data: SplitData, text: np.ndarray, vocab: Vocab) -> Recloop:
-    """A freshly initialised model for `data`'s catalog."""
+    """A freshly initialised model for `data`'s catalog, with the item sources `knobs` switch on."""
     text = check_text(text, data)
-    model = Recloop(recloop_config(knobs, vocab, data.n_items, text.shape[1]))
+    sources = load_item_sources(knobs, data.items["item_id"].astype(str).tolist())
+    model = Recloop(recloop_config(knobs, vocab, data.n_items, text.shape[1], sources))
     load_catalog(model, data, text, vocab)
+    load_sources(model, sources)
     return model
+
+
+def per_catalog_names(model: Recloop) -> set[str]:
+    """State-dict names that belong to one catalog: the ID table and the tower's catalog buffers.
+
+    Everything else (text and vector adapters, attribute embeddings keyed by the saved vocabulary,
+    encoder, context and scenario embeddings, heads) reads only what any catalog has, so it carries
+    across. (A knowledge graph's entity table is the graph's: it carries when a catalog grows, and
+    `models/foundation.adopt` refuses it across catalogs.)
+    """
+    tower = model.tower
+    ids = {f"tower.{name}" for name, _ in tower.named_parameters() if name.startswith("id_embedding.")}
+    return ids | {f"tower.{name}" for name, _ in tower.named_buffers()}
+
+
+def parameter_groups(model: Recloop) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(transferable, per-catalog): the model's state split into what carries to another catalog and what not."""
+    own = per_catalog_names(model)
+    state = model.state_dict()
+    return ({k: v for k, v in state.items() if k not in own}, {k: v for k, v in state.items() if k in own})
 
 
 def resize_catalog(trained: TrainedModel, data: SplitData, text: np.ndarray, *, new_rows: Literal["fresh", "zero"],
@@ -82,8 +114,7 @@ def resize_catalog(trained: TrainedModel, data: SplitData, text: np.ndarray, *, 
     if buffers == "extend" and ids[:source.config.n_items] != trained.item_ids:
         raise RecloopError("the new catalog must start with the model's items in the model's order")
     model = Recloop(replace(source.config, n_items=len(ids)))
-    per_catalog = {"tower.id_embedding.weight", *(f"tower.{name}" for name, _ in source.tower.named_buffers())}
-    model.load_state_dict({k: v for k, v in source.state_dict().items() if k not in per_catalog}, strict=False)
+    model.load_state_dict(parameter_groups(source)[0], strict=False)
     if model.tower.id_embedding is not None:
         rows = pd.Index(trained.item_ids).get_indexer(ids)
         known = rows >= 0
@@ -96,7 +127,22 @@ def resize_catalog(trained: TrainedModel, data: SplitData, text: np.ndarray, *, 
         load_catalog(model, data, text, trained.vocab)
     else:
         _extend_buffers(model, source, data, text, trained.vocab)
+    _carry_source_rows(model, source, trained.item_ids, ids)
     return TrainedModel(model.eval(), trained.vocab, ids)
+
+
+SOURCE_BUFFERS = ("kg_one_hop", "kg_two_hop", "has_kg", "vectors_", "has_vectors_")
+
+
+@torch.no_grad()
+def _carry_source_rows(model: Recloop, source: Recloop, old_ids: list[str], ids: list[str]) -> None:
+    """KG and extra-vector rows of the items both catalogs hold, matched by id; other items lack those sources."""
+    rows = pd.Index(old_ids).get_indexer(ids)
+    known = torch.from_numpy(rows >= 0)
+    old = dict(source.tower.named_buffers())
+    for name, buffer in model.tower.named_buffers():
+        if name.startswith(SOURCE_BUFFERS):
+            buffer[known] = old[name][torch.from_numpy(rows[rows >= 0])]
 
 
 def _extend_buffers(model: Recloop, source: Recloop, data: SplitData, text: np.ndarray, vocab: Vocab) -> None:

@@ -1,7 +1,9 @@
 """recloop's model in one file, top to bottom: the item tower, the causal sequence encoder, the heads, the losses.
 
 An item's vector is the sum of an ID embedding, an adapter over its frozen language-model text
-embedding, and the mean of its attribute embeddings (the item-attribute graph). ID embeddings are
+embedding, and the mean of its attribute embeddings (the item-attribute graph), plus, when params
+name them, knowledge-graph neighbourhoods and extra vector tables: the item tower and its sources
+live in `models/item_tower.py`. ID embeddings are
 dropped at random while training, so text and attributes alone must place an item: that is what
 serves items with no interactions yet. The same vectors are the encoder's input and, tied, the
 retrieval head's output, so a new item is scorable the moment its text is known.
@@ -9,7 +11,8 @@ retrieval head's output, so a new item is scorable the moment its text is known.
 The encoder is a pre-LayerNorm causal transformer (GPT-style) over a user's history. Each position
 adds the item vector, a learned position, the event and its value, time context (log time gap,
 hour, weekday), and the user's profile and domain (scenario) as conditioning. Sequences are padded
-on the right, so plain causal attention never lets a real position see padding.
+on the right, so plain causal attention never lets a real position see padding. The blocks live in
+`models/encoder.py`: attention, or attention beside a causal frequency filter (BSARec).
 
 Heads, each a module that carries its own loss (`HEADS`, in the order their losses are computed):
 next-item retrieval (hidden · item vector over the catalog: full softmax, or sampled softmax with
@@ -28,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.models.encoder import Block
+from components.models.item_tower import ItemTower
 from components.models.softmax import full_softmax_cross_entropy
 
 # Time context vocabulary sizes; 0 is padding in each. Gap buckets: 1 = first interaction,
@@ -67,6 +72,18 @@ class RecloopConfig:
     use_profile: bool
     id_dropout: float
     text_hidden: int
+    # The encoder's token mixing (`models/encoder.py`): "attention" or "bsarec", and the filter's knobs.
+    encoder: str
+    filter_alpha: float
+    filter_c: int
+    # Item-side sources beyond ID, text and attributes (`models/item_tower.py`).
+    use_kg: bool
+    kg_relations: list[str]  # relation names; codes 1..R forward, R+1..2R their inverses
+    n_entities: int
+    kg_neighbours: int  # one-hop (relation, entity) slots per item
+    kg_two_hop: int  # two-hop (relation, relation, entity) slots per item
+    extra_sources: dict[str, int]  # extra vector table name -> width
+    source_gates: bool  # a learned gate per source instead of the plain sum
 
 
 @dataclass
@@ -104,109 +121,6 @@ class Negatives:
 def to_device(batch: SequenceBatch | Targets, device: torch.device) -> SequenceBatch | Targets:
     """The same batch with every tensor on `device` (batches are built on the CPU)."""
     return type(batch)(**{f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in fields(batch)})
-
-
-class ItemTower(nn.Module):
-    """ID embedding + text adapter + mean attribute embedding; the catalog's own data lives in buffers."""
-
-    def __init__(self, config: RecloopConfig):
-        super().__init__()
-        self.config = config
-        n, d = config.n_items, config.dim
-        self.id_embedding = nn.Embedding(n, d) if config.use_id else None
-        self.text_adapter = nn.Sequential(nn.Linear(config.text_dim, config.text_hidden), nn.GELU(),
-                                          nn.Linear(config.text_hidden, d)) if config.use_text else None
-        self.attribute_embedding = (nn.Embedding(config.n_attributes, d, padding_idx=0)
-                                    if config.use_attributes else None)
-        # Catalog data, saved with the weights so a loaded model scores without the feature files.
-        self.register_buffer("text", torch.zeros(n, config.text_dim))
-        self.register_buffer("has_text", torch.zeros(n, dtype=torch.bool))
-        self.register_buffer("attributes", torch.zeros(n, config.max_item_attributes, dtype=torch.long))
-        # Items with training interactions: an untrained ID row is noise, so others go without it.
-        self.register_buffer("has_id", torch.zeros(n, dtype=torch.bool))
-
-    @torch.no_grad()
-    def load_catalog(self, text: torch.Tensor, has_text: torch.Tensor, attributes: torch.Tensor,
-                     has_id: torch.Tensor) -> None:
-        """Copy the catalog in: text (N, text_dim), has_text (N,), attributes (N, A) codes, has_id (N,)."""
-        # Sentence embeddings share a large common direction; centring leaves the adapter the differences.
-        mean = text[has_text].mean(0) if has_text.any() else torch.zeros(text.shape[1])
-        self.text.copy_(torch.where(has_text[:, None], text - mean, torch.zeros_like(text)))
-        self.has_text.copy_(has_text)
-        self.attributes.copy_(attributes)
-        self.has_id.copy_(has_id)
-
-    def id_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        return self.id_embedding(items) * self.has_id[items].unsqueeze(-1)
-
-    def text_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        # The adapter's bias would give text-less items a vector of their own: zero them instead.
-        return self.text_adapter(self.text[items]) * self.has_text[items].unsqueeze(-1)
-
-    def attribute_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        codes = self.attributes[items]  # (*, A)
-        flat = codes.reshape(-1, codes.shape[-1])
-        summed = F.embedding_bag(flat, self.attribute_embedding.weight, mode="sum", padding_idx=0)
-        count = (flat > 0).sum(-1, keepdim=True).clamp(min=1)
-        return (summed / count).reshape(*codes.shape[:-1], -1)
-
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """Vectors (*, D) for item indices (*)."""
-        x = torch.zeros(*items.shape, self.config.dim, device=items.device)
-        if self.id_embedding is not None:
-            ids = self.id_vectors(items)
-            if self.training and self.config.id_dropout > 0:
-                keep = torch.rand(items.shape, device=items.device) >= self.config.id_dropout
-                ids = ids * keep.unsqueeze(-1)
-            x = x + ids
-        if self.text_adapter is not None:
-            x = x + self.text_vectors(items)
-        if self.attribute_embedding is not None:
-            x = x + self.attribute_vectors(items)
-        return x
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: RecloopConfig):
-        super().__init__()
-        self.heads = config.heads
-        self.dropout = config.dropout
-        self.qkv = nn.Linear(config.dim, 3 * config.dim)
-        self.proj = nn.Linear(config.dim, config.dim)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
-        # Right padding: a real position only ever looks left, at real positions, so the causal mask suffices.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
-        return self.resid_dropout(self.proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: RecloopConfig):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(),
-                                 nn.Linear(4 * config.dim, config.dim), nn.Dropout(config.dropout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class Block(nn.Module):
-    def __init__(self, config: RecloopConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.dim)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass

@@ -97,21 +97,29 @@ def feedback_labels(frame: pd.DataFrame, vocab: Vocab, labels: LabelsConfig) -> 
 def interaction_codes(frame: pd.DataFrame, vocab: Vocab) -> dict[str, np.ndarray]:
     """Per-interaction codes of a frame sorted by (user_idx, timestamp); time gaps are within each user."""
     n = len(frame)
-    user = frame["user_idx"].to_numpy(np.int64)
-    ts = frame["timestamp"].to_numpy(np.int64)
-    first = np.ones(n, bool)
-    first[1:] = user[1:] != user[:-1]
-    minutes = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / 60.0
-    gap = np.where(first, 1, 2 + np.floor(np.log2(1.0 + minutes))).clip(1, GAP_BUCKETS - 1)
     return {
         "items": frame["item_idx"].to_numpy(np.int64) + 1,
         "events": codes(frame["event"], vocab.events) if "event" in frame else np.zeros(n, np.int64),
         "values": buckets(frame["value"].to_numpy(np.float64) if "value" in frame else np.ones(n), vocab.value_edges),
+        **time_codes(frame["user_idx"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)),
+        "domains": codes(frame["domain"], vocab.domains) if "domain" in frame else np.zeros(n, np.int64),
+    }
+
+
+def time_codes(user: np.ndarray, ts: np.ndarray) -> dict[str, np.ndarray]:
+    """Gap, hour and weekday codes of interactions sorted by (user, timestamp); gaps are within each user.
+
+    Plain numpy, so serving can code a request's history without building a table.
+    """
+    first = np.ones(len(user), bool)
+    first[1:] = user[1:] != user[:-1]
+    minutes = np.maximum(np.diff(ts, prepend=ts[:1]), 0) / 60.0
+    gap = np.where(first, 1, 2 + np.floor(np.log2(1.0 + minutes))).clip(1, GAP_BUCKETS - 1)
+    return {
         "gaps": gap.astype(np.int64),
         "hours": (ts // 3600) % 24 + 1,
         # 1970-01-01 was a Thursday: +3 makes Monday 0.
         "weekdays": (ts // SECONDS_PER_DAY + 3) % 7 + 1,
-        "domains": codes(frame["domain"], vocab.domains) if "domain" in frame else np.zeros(n, np.int64),
     }
 
 

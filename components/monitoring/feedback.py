@@ -1,7 +1,9 @@
 """The serving feedback log as monitoring reads it: what was served, and what users did with it.
 
-The log is the SQLite file the service writes (`components/serving/feedback.py`, `serve.feedback_log`)
-or a Parquet table with the same columns. One row per (request, item, event):
+The log is the store the service writes (`components/serving/feedback.py`: the SQLite file
+`serve.feedback_log`, or the PostgreSQL database `serve.feedback_store`, given as its postgresql://
+URL), or a Parquet table with the same columns (`recloop feedback-rotate` archives). One row per
+(request, item, event):
 
   request_id  str    one served list
   user_id     str
@@ -29,15 +31,17 @@ import pandas as pd
 
 from components.errors import RecloopError
 from components.serving.feedback import POSITIVE_EVENTS, read_feedback
+from components.serving.feedback_postgres import is_postgres
 
 REQUIRED = ["request_id", "item_id", "rank", "score", "like_prob", "timestamp", "event", "value", "source"]
 
 
-def read_feedback_log(path: Path) -> pd.DataFrame:
-    """The log at `path` (SQLite as the service writes it, or Parquet), checked and typed."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        if not path.exists():
+def read_feedback_log(path: Path | str) -> pd.DataFrame:
+    """The log at `path` (the service's SQLite file or postgresql:// URL, or Parquet), checked and typed."""
+    if is_postgres(path):
+        frame = read_feedback(path)
+    elif Path(path).suffix == ".parquet":
+        if not Path(path).exists():
             raise RecloopError(f"feedback log {path} does not exist")
         frame = pd.read_parquet(path)
     else:

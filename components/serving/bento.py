@@ -2,10 +2,15 @@
 
 `import_champion` copies the champion into BentoML's local model store (`bentoml.mlflow.import_model`),
 labelled with its registry version, so `bentoml serve` and `bentoml build` pick it up as
-`<bento_model>:latest`. Importing the version that is already the latest import is a no-op.
+`<bento_model>:latest`. Importing the version that is already the latest import is a no-op; an
+import holds a file lock in BentoML's home, so the workers that all see a new champion at once
+import it once.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +46,31 @@ def latest_import(cfg: RegistryConfig) -> BentoImport | None:
                        Path(model.path_of("mlflow_model")), imported=False)
 
 
+@contextlib.contextmanager
+def store_lock() -> Iterator[None]:
+    """An exclusive lock on BentoML's model store, across processes."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    home = Path(BentoMLContainer.bentoml_home.get())
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".recloop-import.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def import_champion(cfg: RegistryConfig) -> BentoImport:
     """Make BentoML's `<bento_model>:latest` the registry's current champion."""
-    import bentoml
-
     version = alias_version(cfg, CHAMPION)
     if version is None:
         raise RecloopError(f"registered model {cfg.model_name!r} at {cfg.uri} has no {CHAMPION!r}: "
                            "run `recloop promote` first")
+    with store_lock():
+        return _import_version(cfg, version)
+
+
+def _import_version(cfg: RegistryConfig, version: int) -> BentoImport:
+    import bentoml
+
     latest = latest_import(cfg)
     if latest is not None and latest.version == version:
         return latest

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from bentoml.exceptions import BentoMLException
 
 from components.config import ServeConfig
+from components.serving.logs import refused
 from components.serving.schemas import (
     FeedbackRequest,
     RecommendRequest,
@@ -76,7 +77,7 @@ class PayloadLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
-                    await self._refuse(int(value), send)
+                    await self._refuse(scope, int(value), send)
                     return
                 await self.app(scope, receive, send)  # the server stops reading at the declared length
                 return
@@ -96,7 +97,8 @@ class PayloadLimit:
         return (f"request body of {size:,} bytes is over the limit of {self.max_bytes:,} "
                 "(serve.max_payload_bytes): send fewer items or split the request")
 
-    async def _refuse(self, size: int, send) -> None:
+    async def _refuse(self, scope, size: int, send) -> None:
+        refused(scope.get("method", "?"), scope.get("path", "?"), 413, self._message(size))
         body = json.dumps({"error": self._message(size)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

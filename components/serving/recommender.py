@@ -2,9 +2,12 @@
 
 Known users' states (the encoder's last hidden state over their stored history), their best
 `candidates` items and those items' like probabilities are computed once at load, so the common
-request is a few array lookups. An ad-hoc history runs the encoder once through the model's own
-sequence code (`history_sequences`), so serving encodes a history exactly as training and
-evaluation do.
+request is a few array lookups. A user's history is their stored one, then every acknowledged
+feedback event since the bundle was built (`fresh.AcknowledgedEvents`), then a request's ad-hoc
+events, in time order. A user with new events gets their state and candidates recomputed once
+(`histories.encode`, on arrays, no table) and cached until their next event; an ad-hoc history
+runs the encoder on every request. Stored states come from the model's own sequence code
+(`history_sequences`); the tests check that the request path encodes a history the same way.
 
 Cold start (no usable history): with `text`, the language model matches it against the item
 texts; without, the most popular items (in the context's or filter's domain when given).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,13 +26,19 @@ import torch
 
 from components.data.dataset import SplitData
 from components.features.text import TextEncoder
-from components.models.sequences import history_sequences
+from components.models.sequences import history_sequences, profile_codes
+from components.models.vocab import codes
+from components.serving.ann import AnnIndex
 from components.serving.bundle import Bundle
+from components.serving.facts import FactFinder
+from components.serving.fresh import AcknowledgedEvents, FreshEvent
+from components.serving.histories import Interactions, VocabCodes, empty_interactions, encode
 from components.serving.schemas import (
     Because,
     Explanation,
     Filters,
     HistoryEvent,
+    NamedFact,
     RecommendRequest,
     RecommendResponse,
     RequestError,
@@ -41,16 +51,35 @@ from components.serving.schemas import (
 UNTIMED_SPACING_SECONDS = 60
 EXPLAIN_ITEMS = 3
 STATE_BATCH = 512
+# Request timestamps (history events, context, feedback) further than this outside the bundle's
+# data and now are refused: milliseconds sent as seconds, or garbage, would skew the time features.
+TIMESTAMP_SLACK_SECONDS = 5 * 365 * 86_400
+
+
+@dataclass(frozen=True)
+class UserState:
+    """A user's state after their whole history, the history's item rows and their best candidates."""
+
+    state: np.ndarray  # (D,)
+    history: np.ndarray  # (n,) item rows in time order
+    items: np.ndarray  # (c,) candidate rows, best first
+    scores: np.ndarray  # (c,)
+    likes: np.ndarray  # (c,) like probabilities
+    events: int = 0  # acknowledged events included (fresh states are recomputed when more arrive)
 
 
 class BundleRecommender:
-    """Everything a request needs, precomputed from a bundle; immutable once built, so threads share it."""
+    """Everything a request needs, precomputed from a bundle; threads share it (the fresh-state cache
+    is a dict of immutable entries, replaced whole)."""
 
-    def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100):
+    def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100,
+                 fresh: AcknowledgedEvents | None = None, ann_above: int | None = None):
         self.bundle = bundle
+        self.ann_above = ann_above  # catalogs larger than this retrieve through an ANN index (serve.ann_above)
         self.version = version
         self.encoder = encoder or TextEncoder(bundle.encoder, bundle.meta.get("encoder_max_length", 128))
         self.candidates = candidates
+        self.fresh = fresh
 
     # -- building -------------------------------------------------------------------------------
 
@@ -61,6 +90,7 @@ class BundleRecommender:
         self.n_items = len(items)
         with torch.inference_mode():
             self.table = model.catalog()  # (N, D)
+        self.fact_finder = FactFinder(model, bundle.trained.vocab, self.table)
         self.vectors = self.table.numpy()
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         self.unit = self.vectors / np.maximum(norms, 1e-12)
@@ -72,10 +102,16 @@ class BundleRecommender:
         self.categories = [list(c) for c in items["categories"]]
         self.domains = items["domain"].astype(str).to_numpy()
         self.popularity = items["popularity"].to_numpy(np.float64)
+        self.codes = VocabCodes(bundle.trained.vocab)
+        self.max_len = model.config.max_len
         self._index_categories()
         self._index_users()
+        self.ann = AnnIndex.for_catalog(self.vectors, self.states, self.ann_above)  # calibrated on users' states
         self._precompute_candidates()
         self.default_event = (bundle.histories["event"].mode().iloc[0] if len(bundle.histories) else "interaction")
+        times = bundle.histories["timestamp"]
+        self.time_range = (int(times.min()), int(times.max())) if len(times) else (int(time.time()),) * 2
+        self.fresh_states: dict[str, UserState] = {}
         self.text_rows = np.linalg.norm(bundle.item_text, axis=1) > 0
         if load_encoder:
             self.encoder.encode(["warm up"])  # load the language model now, not in the first request
@@ -102,11 +138,14 @@ class BundleRecommender:
         frame = hist.assign(user_idx=users.get_indexer(hist["user_id"]),
                             item_idx=self.item_index.get_indexer(hist["item_id"]))
         frame = frame[frame["item_idx"] >= 0].sort_values(["user_idx", "timestamp"], kind="stable")
+        vocab = self.bundle.trained.vocab
         self.user_index = users
         self.user_row = {user: row for row, user in enumerate(users)}
-        self.user_profiles = profiles
-        self.history_frame = frame.reset_index(drop=True)
+        self.profiles = profile_codes(profiles, vocab)  # (users, P)
         self.history_items = frame["item_idx"].to_numpy(np.int64)
+        self.stored = Interactions(self.history_items, frame["timestamp"].to_numpy(np.int64),
+                                   codes(frame["event"], vocab.events), frame["value"].to_numpy(np.float64),
+                                   codes(frame["domain"], vocab.domains))
         self.history_start = np.searchsorted(frame["user_idx"].to_numpy(), np.arange(len(users) + 1))
         self.states = self._states(frame, profiles, np.arange(len(users)))
 
@@ -117,21 +156,25 @@ class BundleRecommender:
         exactly the full catalog's top k; fewer than k left, and the request scores the whole
         catalog. A known user's answer then costs no model call at all.
         """
+        self.cand_items, self.cand_scores, self.cand_likes = self._best(self.states)
+
+    def _best(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, c) best candidate rows, their scores and like probabilities for (B, D) states."""
         n = min(self.candidates, self.n_items)
-        model = self.bundle.trained.model
-        states = torch.from_numpy(self.states)
+        like = self.bundle.trained.model.task_heads["like"]
         items, scores, likes = [], [], []
         with torch.inference_mode():
-            for chunk in states.split(STATE_BATCH):
-                best = torch.topk(chunk @ self.table.T, n, dim=1)  # (B, n), best first
+            for chunk in torch.from_numpy(states).split(STATE_BATCH):
+                best = (torch.topk(chunk @ self.table.T, n, dim=1) if self.ann is None
+                        else self.ann.topk(chunk, n))  # (B, n), best first
                 hidden = chunk.unsqueeze(1).expand(-1, n, -1)  # (B, n, D)
-                likes.append(model.task_heads["like"].predict(hidden, self.table[best.indices]))
+                likes.append(like.predict(hidden, self.table[best.indices]))
                 items.append(best.indices)
                 scores.append(best.values)
         empty = torch.zeros((0, n))
-        self.cand_items = torch.cat(items).numpy() if items else empty.long().numpy()
-        self.cand_scores = torch.cat(scores).numpy() if scores else empty.numpy()
-        self.cand_likes = torch.cat(likes).numpy() if likes else empty.numpy()
+        return (torch.cat(items).numpy() if items else empty.long().numpy(),
+                torch.cat(scores).numpy() if scores else empty.numpy(),
+                torch.cat(likes).numpy() if likes else empty.numpy())
 
     def _states(self, frame: pd.DataFrame, profiles: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """(len(rows), D) user vectors: the encoder's state after each user's latest history."""
@@ -150,23 +193,25 @@ class BundleRecommender:
         """Top-k for a known user, an ad-hoc history, or a cold start; see the module docstring."""
         user_row = self._user_row(request.user_id)
         events, unknown = self._history_events(request)
-        stored = self._stored_items(user_row)
         if events:
-            state = self._adhoc_state(request, user_row, events)
-            history = np.concatenate([stored, events_items(events)])
-        elif user_row is not None:
-            state, history = self.states[user_row], stored
-            picked = self._from_candidates(request, user_row, history)
-            if picked is not None:
-                return self._answer(request, user_row, "history", *picked, history, unknown)
+            self.check_timestamps([e.timestamp for _, e in events] + [request.context.timestamp])
+            history = self._history(request.user_id, user_row)[0].then(self._request_interactions(request, events))
+            state = self._state_after(history, user_row)
+            history = history.items
         else:
-            state, history = None, np.zeros(0, np.int64)
+            known = self.user_state(request.user_id, user_row)
+            if known is not None:
+                picked = self._from_candidates(request, known)
+                if picked is not None:
+                    return self._answer(request, user_row, "history", *picked, known.history, unknown)
+            state, history = (known.state, known.history) if known is not None else (None, np.zeros(0, np.int64))
         allowed = self._allowed(request.filters, request.context.domain if state is None else None)
         if request.exclude_seen and len(history):
             allowed[history] = False
 
         if state is not None:
-            strategy, scores = "history", self.vectors @ state
+            strategy, scores = "history", (self.vectors @ state if self.ann is None
+                                           else self.ann.scores(state, allowed, request.k))
         elif request.text is not None:
             strategy, scores = "text", self.bundle.item_text @ self._encode(request.text)
             allowed &= self.text_rows
@@ -176,18 +221,36 @@ class BundleRecommender:
         like = self._like(state, top) if state is not None else None
         return self._answer(request, user_row, strategy, top, scores[top], like, history, unknown)
 
-    def _from_candidates(self, request: RecommendRequest, user_row: int,
-                         history: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def user_state(self, user_id: str | None, user_row: int | None) -> UserState | None:
+        """The user's state after stored history + acknowledged events: precomputed when nothing
+        arrived since the bundle, cached until the next event otherwise; None for nobody known."""
+        if self.fresh is not None and user_id is not None and self.fresh.count(user_id):
+            cached = self.fresh_states.get(user_id)
+            if cached is not None and cached.events == self.fresh.count(user_id):
+                return cached
+            history, n_events = self._history(user_id, user_row)
+            if len(history):
+                state = self._state_after(history, user_row)
+                items, scores, likes = (column[0] for column in self._best(state[None]))
+                fresh = UserState(state, history.items, items, scores, likes, n_events)
+                self.fresh_states[user_id] = fresh
+                return fresh
+        if user_row is None:
+            return None
+        return UserState(self.states[user_row], self._stored_items(user_row), self.cand_items[user_row],
+                         self.cand_scores[user_row], self.cand_likes[user_row])
+
+    def _from_candidates(self, request: RecommendRequest,
+                         known: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(items, scores, like probabilities) from the user's precomputed candidates, or None when
         the filters leave fewer than k of them."""
         allowed = self._allowed(request.filters, None)
-        if request.exclude_seen and len(history):
-            allowed[history] = False
-        candidates = self.cand_items[user_row]
-        keep = np.flatnonzero(allowed[candidates])[:request.k]
+        if request.exclude_seen and len(known.history):
+            allowed[known.history] = False
+        keep = np.flatnonzero(allowed[known.items])[:request.k]
         if len(keep) < min(request.k, int(np.count_nonzero(allowed))):
             return None
-        return candidates[keep], self.cand_scores[user_row, keep], self.cand_likes[user_row, keep]
+        return known.items[keep], known.scores[keep], known.likes[keep]
 
     def _answer(self, request: RecommendRequest, user_row: int | None, strategy: str, top: np.ndarray,
                 scores: np.ndarray, like: np.ndarray | None, history: np.ndarray,
@@ -236,6 +299,58 @@ class BundleRecommender:
             return np.zeros(0, np.int64)
         return self.history_items[self.history_start[user_row]:self.history_start[user_row + 1]]
 
+    def _history(self, user_id: str | None, user_row: int | None) -> tuple[Interactions, int]:
+        """Stored history then acknowledged events (catalog items only), in time order; and how many
+        acknowledged events that read."""
+        if user_row is None:
+            stored = empty_interactions()
+        else:
+            start, end = self.history_start[user_row], self.history_start[user_row + 1]
+            stored = Interactions(*(column[start:end] for column in (
+                self.stored.items, self.stored.timestamps, self.stored.events, self.stored.values,
+                self.stored.domains)))
+        if self.fresh is None or user_id is None:
+            return stored, 0
+        events = self.fresh.of(user_id)
+        return stored.then(self._fresh_interactions(events)), len(events)
+
+    def _fresh_interactions(self, events: list[FreshEvent]) -> Interactions:
+        known = [(self.item_row[e.item_id], e) for e in events if e.item_id in self.item_row]
+        rows = np.fromiter((r for r, _ in known), np.int64, len(known))
+        return Interactions(rows, np.fromiter((e.timestamp for _, e in known), np.int64, len(known)),
+                            self.codes.events([e.event for _, e in known]),
+                            np.fromiter((e.value for _, e in known), np.float64, len(known)),
+                            self.codes.domains([e.domain or self.domains[r] for r, e in known]))
+
+    def _request_interactions(self, request: RecommendRequest,
+                              events: list[tuple[int, HistoryEvent]]) -> Interactions:
+        """A request's ad-hoc events; untimed ones spaced a minute apart, ending at the request's time."""
+        now = request.context.timestamp or int(time.time())
+        n = len(events)
+        return Interactions(
+            events_items(events),
+            np.fromiter((e.timestamp if e.timestamp is not None else now - (n - 1 - j) * UNTIMED_SPACING_SECONDS
+                         for j, (_, e) in enumerate(events)), np.int64, n),
+            self.codes.events([e.event or self.default_event for _, e in events]),
+            np.fromiter((np.nan if e.value is None else e.value for _, e in events), np.float64, n),
+            self.codes.domains([e.domain or request.context.domain or self.domains[r] for r, e in events]))
+
+    def _state_after(self, history: Interactions, user_row: int | None) -> np.ndarray:
+        """(D,) state after the history; the encoder reads max_len positions, one more keeps the first
+        one's time gap exact."""
+        profile = self.profiles[user_row] if user_row is not None else np.zeros(self.profiles.shape[1], np.int64)
+        return encode(self.bundle.trained.model, self.bundle.trained.vocab, self.table,
+                      [history.latest(self.max_len + 1)], profile[None])[0]
+
+    def check_timestamps(self, timestamps: Sequence[int | None]) -> None:
+        """400 for a timestamp far outside the bundle's data and now (seconds since the epoch)."""
+        low = self.time_range[0] - TIMESTAMP_SLACK_SECONDS
+        high = max(self.time_range[1], int(time.time())) + TIMESTAMP_SLACK_SECONDS
+        bad = [t for t in timestamps if t is not None and not low <= t <= high]
+        if bad:
+            raise RequestError(f"timestamp {bad[0]} is far outside the data ({self.time_range[0]}..now): "
+                               f"send seconds since the epoch (not milliseconds) between {low} and {high}")
+
     def _history_events(self, request: RecommendRequest) -> tuple[list[tuple[int, HistoryEvent]], list[str]]:
         """Known (item row, event) pairs in request order, and the unknown item ids (reported, ignored)."""
         if not request.history:
@@ -244,31 +359,6 @@ class BundleRecommender:
         rows = [self.item_row.get(e.item_id, -1) for e in events]
         unknown = list(dict.fromkeys(e.item_id for e, r in zip(events, rows) if r < 0))
         return [(r, e) for r, e in zip(rows, events) if r >= 0], unknown
-
-    def _adhoc_state(self, request: RecommendRequest, user_row: int | None,
-                     events: list[tuple[int, HistoryEvent]]) -> np.ndarray:
-        """Encode the stored history (if any) followed by the request's events."""
-        now = request.context.timestamp or int(time.time())
-        n = len(events)
-        columns = {
-            "item_idx": np.array([r for r, _ in events], np.int64),
-            "timestamp": np.array([e.timestamp if e.timestamp is not None
-                                   else now - (n - 1 - j) * UNTIMED_SPACING_SECONDS
-                                   for j, (_, e) in enumerate(events)], np.int64),
-            "event": np.array([e.event or self.default_event for _, e in events], object),
-            "value": np.array([np.nan if e.value is None else e.value for _, e in events], np.float64),
-            "domain": np.array([e.domain or request.context.domain or self.domains[r] for r, e in events], object),
-        }
-        if user_row is not None:
-            stored = self.history_frame.iloc[self.history_start[user_row]:self.history_start[user_row + 1]]
-            columns = {name: np.concatenate([stored[name].to_numpy(), values]) for name, values in columns.items()}
-        # The encoder reads max_len positions; one more keeps the first one's time gap exact.
-        keep = np.argsort(columns["timestamp"], kind="stable")[-(self.bundle.trained.model.config.max_len + 1):]
-        frame = pd.DataFrame({"user_idx": np.zeros(len(keep), np.int64),
-                              **{name: values[keep] for name, values in columns.items()}})
-        profile = (self.user_profiles.iloc[[user_row]].reset_index(drop=True) if user_row is not None
-                   else pd.DataFrame({"user_id": [request.user_id or ""]}))
-        return self._states(frame, profile, np.zeros(1, np.int64))[0]
 
     def _allowed(self, filters: Filters, context_domain: str | None) -> np.ndarray:
         """Boolean mask of items the filters let through (a cold start also keeps to the context's domain)."""
@@ -317,8 +407,11 @@ class BundleRecommender:
         mine = self.category_index.get_indexer(self.categories[item])
         shared = sorted((c for c in mine if c >= 0 and counts[c] > 0), key=lambda c: -counts[c])
         attributes = [f"{self.category_index[c]} ({int(counts[c])} of your last {len(recent)})" for c in shared]
+        facts = [NamedFact(text=f.text(self.titles[f.history_item]), kind=f.kind, relation=f.relation,
+                           item_id=self.ids[f.history_item], title=self.titles[f.history_item],
+                           contribution=round(f.contribution, 4)) for f in self.fact_finder.facts(item, recent)]
         return Explanation(reason="close to these history items in the model's item space",
-                           because_of=because, attributes=attributes)
+                           because_of=because, attributes=attributes, facts=facts)
 
 
 def events_items(events: list[tuple[int, HistoryEvent]]) -> np.ndarray:

@@ -66,10 +66,21 @@ class Because(Schema):
     similarity: float
 
 
+class NamedFact(Schema):
+    text: str = Field(description='e.g. "shares a director with Alien (1979)"')
+    kind: str = Field(description="kg (a knowledge-graph relation) or attribute")
+    relation: str
+    item_id: str = Field(description="the history item the fact connects to")
+    title: str
+    contribution: float = Field(description="the fact's share of the item's similarity to that history item")
+
+
 class Explanation(Schema):
     reason: str
     because_of: list[Because] = []
     attributes: list[str] = Field([], description="the item's categories shared with the history, most frequent first")
+    facts: list[NamedFact] = Field([], description="knowledge-graph relations and attribute values shared with "
+                                                   "history items, by contribution")
 
 
 class RecommendedItem(Schema):
@@ -151,6 +162,9 @@ class ReloadResponse(Schema):
 
 class InfoResponse(Schema):
     model_version: str
+    worker: int = Field(description="the process id of the worker that answered")
+    timeout_patch: bool = Field(description="the request-timeout middleware in the app is recloop's (timeout.py)")
+    watch_seconds: float = Field(description="how often this worker checks the registry's champion (0: never)")
     items: int
     users: int
     encoder: str

@@ -4,19 +4,24 @@
 
 Parameters come from params.yaml in the working directory, or the file named by $RECLOOP_PARAMS.
 The model is BentoML's `<registry.bento_model>:latest`, which `recloop promote` imports from the
-registry's champion; `reload` imports the current champion and swaps it in: the new model is
-loaded completely first, then one attribute is replaced, so a request in flight finishes on the
-model it started with.
+registry's champion. Every worker follows the champion on its own: it checks the registry's alias
+every `serve.watch_seconds` and switches when it moved; `reload` switches the worker that answers
+it at once. A switch imports the champion (once, under a lock, whichever worker comes first),
+loads it completely, then replaces one attribute, so a request in flight finishes on the model it
+started with. If the registry cannot be reached the old model keeps serving (`reload`: 503).
 
 Bad input is answered 4xx with a message saying what to fix: pydantic type errors (400, BentoML),
-limits and unknown filters (400), unknown items for similar_items (404), oversized bodies (413).
+limits, unknown filters and far-off timestamps (400), unknown items for similar_items (404),
+oversized bodies (413); each is one WARNING line in the log (components/serving/logs.py).
 """
 from __future__ import annotations
 
 import asyncio
 import gc
 import hmac
+import logging
 import os
+import threading
 import time
 
 import bentoml
@@ -26,12 +31,14 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
-from components.config import Params, load_params
+from components.config import Params, ServeConfig, load_params
 from components.errors import RecloopError
-from components.serving import timeout
+from components.registry.registry import CHAMPION, alias_version
+from components.serving import logs, timeout
 from components.serving.bento import VERSION_LABEL, import_champion
 from components.serving.bundle import find_bundle, load_bundle
-from components.serving.feedback import FeedbackLog
+from components.serving.feedback import FeedbackLog, FeedbackStoreUnavailable, store_location
+from components.serving.fresh import AcknowledgedEvents
 from components.serving.limits import (
     PayloadLimit,
     check_feedback,
@@ -54,6 +61,7 @@ from components.serving.schemas import (
 PARAMS_ENV = "RECLOOP_PARAMS"
 # Read at import: the decorator, the model reference and the payload limit are fixed when the class is built.
 PARAMS: Params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
+logger = logging.getLogger("recloop.serving")
 
 RECOMMENDATIONS = bentoml.metrics.Counter(name="recloop_recommendations", documentation="recommend answers",
                                           labelnames=["strategy"])
@@ -63,7 +71,8 @@ FEEDBACK_EVENTS = bentoml.metrics.Counter(name="recloop_feedback_events", docume
                                           labelnames=["event"])
 
 
-def refusal(error: RequestError) -> JSONResponse:
+def refusal(error: RequestError, path: str) -> JSONResponse:
+    logs.refused("POST", path, error.status, str(error))
     return JSONResponse({"error": str(error)}, status_code=error.status)
 
 
@@ -72,22 +81,25 @@ def as_json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def load_bento_recommender(model: bentoml.Model, candidates: int, encoder=None) -> BundleRecommender:
-    """A ready BundleRecommender from an imported BentoML model (the MLflow model folder holds the bundle)."""
+def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=None) -> BundleRecommender:
+    """A ready BundleRecommender from an imported BentoML model (the MLflow model folder holds the bundle),
+    following the feedback log's acknowledged events since its bundle was built."""
     bundle = load_bundle(find_bundle(model.path_of("mlflow_model")))
     version = model.info.labels.get(VERSION_LABEL, str(model.tag.version))
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
-    return BundleRecommender(bundle, version, encoder, candidates).prepare()
+    fresh = AcknowledgedEvents(store_location(serve), since=float(bundle.meta.get("created_at", 0))).open()
+    return BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above).prepare()
 
 
-# Measured on 2 cores (docs/serving.md): one worker, because /reload reaches a single worker and a
-# second would keep serving the old model; one meets the load targets (two nearly doubled throughput
-# on an otherwise idle machine, at 1.7x the memory). No max_concurrency (beyond it BentoML answers 503) and
-# no adaptive batching (it answered 503 under 32 connections; a known user's answer is a lookup anyway).
+# Measured on 2 cores (docs/serving.md): serve.workers (default one; two nearly doubled throughput
+# on an otherwise idle machine, at 1.7x the memory; each worker follows the champion itself).
+# No max_concurrency (beyond it BentoML answers 503) and no adaptive batching (it answered 503 under
+# 32 connections; a known user's answer is a lookup anyway).
 # No access log: a line written per request cost more than a known user's answer; /metrics counts
 # requests and latencies, and the feedback log holds every answer.
-SERVER_SETTINGS = {"workers": 1, "traffic": {"timeout": 30}, "logging": {"access": {"enabled": False}}}
+SERVER_SETTINGS = {"workers": PARAMS.serve.workers, "traffic": {"timeout": 30},
+                   "logging": {"access": {"enabled": False}}}
 # Before BentoML builds the app (after this import): its own timeout keeps every request alive for
 # the whole 30 s (components/serving/timeout.py).
 timeout.install()
@@ -116,15 +128,23 @@ class RecloopService:
         # instead of 0.2 ms (threads spinning for a core).
         torch.set_num_threads(1)
         threadpool_limits(1)
+        timeout.check_installed()  # stop here rather than serve with BentoML's leaking timer
+        logs.install()  # after BentoML configured its loggers
         self.params = PARAMS
         try:
             stored = self.bento_model
         except Exception as e:  # BentoML reports a missing model as a failed BentoCloud lookup
             raise RecloopError(f"no model {PARAMS.registry.bento_model!r} in BentoML's store ({e}): "
                                "run `recloop promote`, which imports the registry's champion") from None
-        self.recommender = load_bento_recommender(stored, PARAMS.serve.candidates)
-        self.log = FeedbackLog(PARAMS.serve.feedback_log).open()
-        self._reloading = asyncio.Lock()
+        # The log first: it creates the file and table the recommender's fresh-event reader follows.
+        self.log = FeedbackLog(store_location(PARAMS.serve)).open()
+        self.recommender = load_bento_recommender(stored, PARAMS.serve)
+        self._switching = threading.Lock()
+        self._warned_at = -float("inf")
+        self._stop = threading.Event()
+        if PARAMS.serve.watch_seconds > 0:
+            self._champion()  # the registry client's first use (seconds of imports) now, not under load
+            threading.Thread(target=self._watch, name="champion-watch", daemon=True).start()
         settle_heap()
 
     def __is_ready__(self) -> bool:
@@ -132,6 +152,7 @@ class RecloopService:
 
     @bentoml.on_shutdown
     def close_log(self) -> None:
+        self._stop.set()
         self.log.close()
 
     @bentoml.api
@@ -140,20 +161,34 @@ class RecloopService:
         recommender = self.recommender  # one model for the whole request, even if a reload swaps it meanwhile
         try:
             check_recommend(request, self.params.serve)
-            if request.history is None and request.text is None:
-                # A stored user or popularity: well under a millisecond, cheaper run here than handed to
-                # a thread (each hand-over of the GIL between threads can cost a 5 ms switch interval).
+            if request.user_id is not None:
+                self._refresh(recommender)
+            if request.text is None:
+                # A stored or fresh user, an ad-hoc history, popularity: under a millisecond (one small
+                # encoder call at most), cheaper run here than handed to a thread (each hand-over of
+                # the GIL between threads can cost a 5 ms switch interval).
                 answer = recommender.recommend(request)
             else:
-                # The encoder (milliseconds): in a thread, so the event loop keeps serving the rest.
+                # The language model (milliseconds): in a thread, so the event loop keeps serving the rest.
                 answer = await asyncio.to_thread(recommender.recommend, request)
         except RequestError as e:
-            return refusal(e)
+            return refusal(e, "/recommend")
         self.log.submit_served(answer, int(time.time()), request.context.domain)
         RECOMMENDATIONS.labels(strategy=answer.strategy).inc()
         if answer.unknown_items:
             UNKNOWN_ITEMS.inc(len(answer.unknown_items))
         return as_json(answer)
+
+    def _refresh(self, recommender: BundleRecommender) -> None:
+        """Read the events any worker acknowledged, before this answer; an unreadable store leaves the
+        answer on what was read so far (one warning a minute), rather than failing it."""
+        try:
+            recommender.fresh.refresh()
+        except FeedbackStoreUnavailable as e:
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                logger.warning("fresh state may be stale: %s", logs.one_line(e))
 
     @bentoml.api
     def similar_items(self, request: SimilarRequest, /) -> SimilarResponse:
@@ -163,17 +198,18 @@ class RecloopService:
             check_similar(request, self.params.serve)
             return as_json(recommender.similar_items(request))
         except RequestError as e:
-            return refusal(e)
+            return refusal(e, "/similar_items")
 
     @bentoml.api
     async def feedback(self, request: FeedbackRequest, /) -> FeedbackResponse:
         """Log impressions, clicks, likes, ratings...; answers only once they are durably written."""
+        recommender = self.recommender
         try:
             check_feedback(request, self.params.serve)
+            recommender.check_timestamps([e.timestamp for e in request.events])
         except RequestError as e:
-            return refusal(e)
+            return refusal(e, "/feedback")
         now = int(time.time())
-        recommender = self.recommender
         rows = [{**event.model_dump(), "timestamp": event.timestamp or now, "source": "client",
                  "value": 1.0 if event.value is None else event.value, "model_version": recommender.version}
                 for event in request.events]
@@ -189,11 +225,13 @@ class RecloopService:
         return FeedbackResponse(accepted=len(rows), durable=True, unknown_items=unknown)
 
     @bentoml.api
-    def info(self) -> InfoResponse:
-        """Which model version is served and the request limits."""
+    def info(self, ctx: bentoml.Context) -> InfoResponse:
+        """Which model version this worker serves, the request limits, and whether the timeout patch is live."""
         recommender = self.recommender
         serve = self.params.serve
-        return InfoResponse(model_version=recommender.version, items=recommender.n_items,
+        return InfoResponse(model_version=recommender.version, worker=os.getpid(),
+                            timeout_patch=timeout.in_app(ctx.request.scope.get("app")),
+                            watch_seconds=serve.watch_seconds, items=recommender.n_items,
                             users=len(recommender.user_index), encoder=recommender.bundle.encoder,
                             bundle_created_at=int(recommender.bundle.meta.get("created_at", 0)),
                             loaded_at=recommender.loaded_at,
@@ -218,24 +256,52 @@ class RecloopService:
         if refused is not None:
             # With a context parameter BentoML answers with the context's status, not the response's.
             ctx.response.status_code = refused.status
-            return refusal(refused)
-        async with self._reloading:
-            start = time.perf_counter()
-            previous = self.recommender
-            # Load in a thread of its own: requests keep being answered by `previous` meanwhile.
-            fresh = await asyncio.to_thread(self._load_champion, previous)
-            self.recommender = fresh
+            return refusal(refused, "/reload")
+        start = time.perf_counter()
+        try:
+            # Load in a thread of its own: requests keep being answered by the current model meanwhile.
+            previous, fresh = await asyncio.to_thread(self._switch)
+        except Exception as e:  # the registry or the store, not the client: the old model keeps serving
+            logger.warning("reload failed, still serving version %s: %s", self.recommender.version, logs.one_line(e))
+            ctx.response.status_code = 503
+            return JSONResponse({"error": f"could not load the champion ({logs.one_line(e)}); still serving "
+                                          f"version {self.recommender.version}"}, status_code=503)
         return ReloadResponse(previous_version=previous.version, version=fresh.version,
                               changed=fresh is not previous, seconds=round(time.perf_counter() - start, 3))
 
-    def _load_champion(self, current: BundleRecommender) -> BundleRecommender:
-        imported = import_champion(self.params.registry)
-        if str(imported.version) == current.version:
-            return current
-        fresh = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve.candidates,
-                                       current.encoder)
-        settle_heap()
-        return fresh
+    def _switch(self) -> tuple[BundleRecommender, BundleRecommender]:
+        """Load the registry's champion (unless it is served already) and swap it in: (previous, current)."""
+        with self._switching:
+            previous = self.recommender
+            imported = import_champion(self.params.registry)
+            if str(imported.version) == previous.version:
+                return previous, previous
+            fresh = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve, previous.encoder)
+            self.recommender = fresh
+            settle_heap()
+            logger.info("now serving version %s (was %s)", fresh.version, previous.version)
+            return previous, fresh
+
+    def _watch(self) -> None:
+        """Follow the champion alias: a cheap registry query every watch_seconds, a switch when it moved."""
+        while not self._stop.wait(self.params.serve.watch_seconds):
+            version = self._champion()
+            if version is not None and version != self.recommender.version:
+                try:
+                    self._switch()
+                except Exception as e:  # the old model keeps serving; the next look tries again
+                    logger.warning("could not switch to version %s, still serving version %s: %s", version,
+                                   self.recommender.version, logs.one_line(e))
+
+    def _champion(self) -> str | None:
+        """The registry's champion version, or None when there is none or the registry cannot be reached."""
+        try:
+            version = alias_version(self.params.registry, CHAMPION)
+        except Exception as e:  # an unreachable registry must not stop the watch, nor the serving
+            logger.warning("champion watch: the registry cannot be read (%s); still serving version %s",
+                           logs.one_line(e), self.recommender.version)
+            return None
+        return None if version is None else str(version)
 
 
 RecloopService.add_asgi_middleware(PayloadLimit, max_bytes=PARAMS.serve.max_payload_bytes)

@@ -103,7 +103,9 @@ def test_ml10m_layout_folds_tags_into_text(tmp_path):
 
 
 def test_amazon_2018_reviews_and_metadata(tmp_path):
-    tables, report = run(tmp_path, source="amazon", path=FIXTURES / "amazon2018", domain="magazines")
+    # keep: the item without metadata stays (by default its reviews are quarantined: test_unknown_items.py).
+    tables, report = run(tmp_path, source="amazon", path=FIXTURES / "amazon2018", domain="magazines",
+                         unknown_items="keep")
     inter, items = tables["interactions"], tables["items"].set_index("item_id")
     assert (len(inter), len(tables["users"]), len(items)) == (60, 51, 12)
     assert (report["items_without_metadata"], report["duplicate_items"], report["titles_replaced"]) == (1, 1, 10)
@@ -122,8 +124,8 @@ def test_amazon_2018_reviews_and_metadata(tmp_path):
 
 
 def test_amazon_2014_and_2023_layouts_agree(tmp_path):
-    old, report14 = run(tmp_path / "2014", source="amazon", path=FIXTURES / "amazon2014")
-    new, report23 = run(tmp_path / "2023", source="amazon", path=FIXTURES / "amazon2023")
+    old, report14 = run(tmp_path / "2014", source="amazon", path=FIXTURES / "amazon2014", unknown_items="keep")
+    new, report23 = run(tmp_path / "2023", source="amazon", path=FIXTURES / "amazon2023", unknown_items="keep")
     assert (report14["interactions"], report14["users"], report14["items"]) == (30, 28, 12)
     assert "2014/2018 layout" in report14["notes"] and "2023 layout" in report23["notes"]
     columns = ["user_id", "item_id", "timestamp", "value"]

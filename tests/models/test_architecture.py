@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.config import FinetuneWeights, ModelConfig, PretrainWeights
-from components.models.architecture import VOCAB_KNOBS, recloop_config
+from components.models.architecture import DATA_KNOBS, VOCAB_KNOBS, recloop_config
 from components.models.artifacts import CONFIG_FILE, WEIGHTS_FILE, TrainedModel, load_trained, save_trained
 from components.models.catalog import build_model
 from components.models.model import TASKS, RecloopConfig
@@ -23,10 +23,12 @@ def changed(name: str, value):
         return 4
     if name == "dim":
         return 128
+    if name == "encoder":
+        return "bsarec"
     return value / 2 if isinstance(value, float) else value + 1
 
 
-@pytest.mark.parametrize("name", [n for n in ModelConfig.model_fields if n not in VOCAB_KNOBS])
+@pytest.mark.parametrize("name", [n for n in ModelConfig.model_fields if n not in VOCAB_KNOBS + DATA_KNOBS])
 def test_every_model_knob_reaches_the_model_config(movielens, name):
     vocab = fit_vocab(movielens, 8, 2)
     default = ModelConfig()

@@ -75,6 +75,23 @@ def train_tiny(root: Path, seed: int = 0, epochs: int = 2) -> dict[str, Path]:
     return paths
 
 
+def horror_likes(bundle, user: str, n: int, start: int) -> list[dict]:
+    """`n` like events on horror films `user` has not seen, a minute apart from `start`."""
+    seen = set(bundle.histories.loc[bundle.histories["user_id"] == user, "item_id"])
+    horror = [i for i, cats in zip(bundle.items["item_id"], bundle.items["categories"])
+              if "Horror" in cats and i not in seen]
+    assert len(horror) >= n, "the tiny catalog holds enough unseen horror films"
+    return [{"user_id": user, "item_id": item, "event": "like", "timestamp": start + 60 * j}
+            for j, item in enumerate(horror[:n])]
+
+
+def stored_events(bundle, user: str) -> list[dict]:
+    """The user's stored history as ad-hoc history events."""
+    stored = bundle.histories[bundle.histories["user_id"] == user]
+    return [{"item_id": r.item_id, "timestamp": int(r.timestamp), "event": r.event, "value": float(r.value),
+             "domain": r.domain} for r in stored.itertuples()]
+
+
 REPO = Path(__file__).parents[2]
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
 SERVICE = "components.serving.service:RecloopService"
@@ -114,17 +131,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, name: str, registry: RegistryConfig, bentoml_home: Path) -> Server:
-    """`bentoml serve` the service with its own params file and feedback log; returns once /readyz answers."""
+def start_server(root: Path, name: str, registry: RegistryConfig, bentoml_home: Path, **serve) -> Server:
+    """`bentoml serve` the service with its own params file and feedback log; returns once /readyz answers.
+
+    `serve` overrides params' serve section; the champion watch is off unless asked for, so a test's
+    promotion reaches the server only when the test says so (/reload).
+    """
     feedback_log = root / f"{name}-feedback.db"
     params = root / f"{name}-params.yaml"
     params.write_text(yaml.safe_dump({"registry": registry.model_dump(),
                                       "serve": {"feedback_log": str(feedback_log), "max_k": 50,
-                                                "max_payload_bytes": 20_000}}))
+                                                "max_payload_bytes": 20_000, "watch_seconds": 0, **serve}}))
     port = free_port()
     log = root / f"{name}-server.log"
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "RECLOOP_PARAMS": str(params),
-           "RECLOOP_RELOAD_TOKEN": TOKEN, "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1"}
+           "RECLOOP_RELOAD_TOKEN": TOKEN, "BENTOML_DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}  # log lines reach the file as they are written
     with open(log, "wb") as out:
         process = subprocess.Popen([str(BENTOML), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

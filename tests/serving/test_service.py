@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import bentoml
 import pytest
@@ -78,7 +79,8 @@ def test_similar_items_by_id_and_by_free_text(client):
     assert any("Star Wars" in i["title"] for i in by_text["items"])
 
 
-def test_bad_input_gets_a_4xx_that_says_what_to_fix(client, http):
+def test_bad_input_gets_a_4xx_that_says_what_to_fix_and_one_log_line(client, http, server):
+    logged_before = server.log.read_text()
     cases = [
         ({"history": []}, 400, "history is empty"),
         ({"user_id": "1", "k": 0}, 400, "k must be between 1 and 50"),
@@ -86,6 +88,8 @@ def test_bad_input_gets_a_4xx_that_says_what_to_fix(client, http):
         ({"user_id": "1", "filters": {"categories": ["Comdy"]}}, 400, "unknown categories"),
         ({"user_id": "1", "filters": {"domain": "books"}}, 400, "unknown domain"),
         ({"text": "   "}, 400, "text is empty"),
+        ({"history": [{"item_id": "1", "timestamp": 10**17}]}, 400, "far outside the data"),
+        ({"history": [{"item_id": "1", "timestamp": 1_700_000_000_000}]}, 400, "not milliseconds"),
     ]
     for body, status, message in cases:
         code, text = refused(client.recommend, body)
@@ -100,12 +104,20 @@ def test_bad_input_gets_a_4xx_that_says_what_to_fix(client, http):
         ("/feedback", b'{"events": [{"item_id": "1", "event": "smile"}]}', 400, "event"),
         ("/feedback", b'{"events": [{"item_id": "1", "event": "rating"}]}', 400, "needs its value"),
         ("/feedback", b'{"events": []}', 400, "events is empty"),
+        ("/feedback", b'{"events": [{"item_id": "1", "event": "click", "timestamp": 100000000000000000}]}', 400,
+         "far outside the data"),
         ("/recommend", b'{"history": [' + b'"1",' * 10_000 + b'"1"]}', 413, "over the limit"),
     ]
     for path, body, status, message in raw:
         response = http.post(path, content=body, headers={"content-type": "application/json"})
         assert response.status_code == status, (path, body[:60], response.text)
         assert message in response.text
+    # Each refusal is one WARNING line; none is an ERROR with a traceback.
+    time.sleep(0.5)  # the server's log lines reach the file as written (unbuffered); let the last one land
+    logged = server.log.read_text()[len(logged_before):]
+    refusals = len(cases) + 2 + len(raw)
+    assert "Traceback" not in logged and "[ERROR]" not in logged, logged[-3000:]
+    assert logged.count("[WARNING]") >= refusals and logged.count(" answered 4") >= refusals, logged[-3000:]
 
 
 def test_feedback_round_trip_lands_in_the_log_with_served_impressions(client, server):
@@ -129,6 +141,8 @@ def test_health_info_and_metrics(client, http):
     assert http.get("/livez").status_code == 200 and http.get("/readyz").status_code == 200
     info = client.info()
     assert info["items"] > 0 and info["limits"]["max_k"] == 50
+    # The running app answers through recloop's request-timeout middleware, not BentoML's leaking one.
+    assert info["timeout_patch"] is True
     metrics = http.get("/metrics").text
     assert "recloop_recommendations_total" in metrics and "bentoml_service_request_total" in metrics
 
@@ -142,13 +156,16 @@ def test_reload_switches_to_the_new_champion_without_failing_requests_in_flight(
         server, registry_cfg, bundle_dir, champion):
     new = log_bundle(registry_cfg, bundle_dir)
     promote(registry_cfg, new)
-    failures, versions, stop = [], set(), threading.Event()
+    failures, answered, stop, started = [], [], threading.Event(), threading.Barrier(4)
 
     def hammer() -> None:
         with bentoml.SyncHTTPClient(server.url, timeout=60) as c:
+            started.wait()
             while not stop.is_set():
+                begin = time.monotonic()
                 try:
-                    versions.add(c.recommend({"user_id": "3", "k": 5})["model_version"])
+                    version = c.recommend({"user_id": "3", "k": 5})["model_version"]
+                    answered.append((begin, time.monotonic(), version))
                 except Exception as e:  # any failure at all is what this test looks for
                     failures.append(repr(e))
 
@@ -157,15 +174,25 @@ def test_reload_switches_to_the_new_champion_without_failing_requests_in_flight(
         t.start()
     try:
         with bentoml.SyncHTTPClient(server.url, token=TOKEN, timeout=120) as admin:
+            started.wait()
+            reload_began = time.monotonic()
             done = admin.reload()
+            reload_ended = time.monotonic()
             after = admin.info()["model_version"]
+            while not any(begin > reload_ended for begin, _, _ in answered):
+                time.sleep(0.05)  # at least one request wholly after the switch
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert failures == []
     assert done["changed"] and done["previous_version"] == str(champion) and done["version"] == str(new)
-    assert after == str(new) and versions <= {str(champion), str(new)}
+    assert after == str(new) and {v for _, _, v in answered} == {str(champion), str(new)}
+    # Requests were answered while the new model loaded (the reload call was in flight): the old
+    # model served them, and every request begun after the switch got the new one.
+    during = [v for begin, end, v in answered if reload_began < begin and end < reload_ended]
+    assert during and str(champion) in during
+    assert {v for begin, _, v in answered if begin > reload_ended} == {str(new)}
     # Put the session's champion back for whatever runs next.
     assert rollback(registry_cfg).current == champion
     with bentoml.SyncHTTPClient(server.url, token=TOKEN, timeout=120) as admin:

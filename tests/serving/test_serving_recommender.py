@@ -1,9 +1,13 @@
-"""The serving BundleRecommender in process, on the tiny trained model: consistency with the model, filters, cold start."""
+"""The serving BundleRecommender in process, on the tiny trained model: consistency with the model, fresh
+state from acknowledged feedback, filters, cold start."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from serving_harness import horror_likes, stored_events
 
+from components.serving.feedback import FeedbackLog
+from components.serving.fresh import AcknowledgedEvents
 from components.serving.recommender import BundleRecommender, top_k
 from components.serving.schemas import (
     HistoryEvent,
@@ -73,3 +77,41 @@ def test_precomputed_candidates_give_the_full_catalogs_top_k(bundle, candidates)
         full = few.recommend(RecommendRequest(history=events, k=8, filters=filters))
         assert [i.item_id for i in known.items] == [i.item_id for i in full.items]
         np.testing.assert_allclose([i.like_prob for i in known.items], [i.like_prob for i in full.items], atol=1e-5)
+
+
+def test_acknowledged_events_make_the_next_answer_fresh(bundle, tmp_path):
+    """Likes logged after the bundle: the user's next answer is the ad-hoc answer of stored + new events,
+    impressions and dislikes do not count, and the state is recomputed only when events arrive."""
+    log = FeedbackLog(tmp_path / "feedback.db").open()
+    fresh = AcknowledgedEvents(log.path, since=0).open()
+    live = BundleRecommender(bundle, version="test", fresh=fresh).prepare(load_encoder=False)
+    before = live.recommend(RecommendRequest(user_id="1", k=10))
+    likes = horror_likes(bundle, "1", 4, start=1_700_000_000)
+    noise = [{**likes[0], "item_id": "1", "event": "impression"}, {**likes[0], "item_id": "2", "event": "dislike"}]
+    log.append([{**e, "source": "client", "value": 1.0} for e in likes + noise])
+    request = RecommendRequest(user_id="1", k=10)
+    assert live.recommend(request).items == before.items  # nothing read yet
+    fresh.refresh()
+    after = live.recommend(request)
+    cached = live.fresh_states["1"]
+    assert cached.events == 4  # the likes; the impression and the dislike do not count
+    assert live.recommend(request).items == after.items and live.fresh_states["1"] is cached  # not recomputed
+    adhoc = live.recommend(RecommendRequest(history=[HistoryEvent(**e) for e in stored_events(bundle, "1")] + [
+        HistoryEvent(item_id=e["item_id"], timestamp=e["timestamp"], event="like", value=1.0) for e in likes], k=10))
+    assert [i.item_id for i in after.items] == [i.item_id for i in adhoc.items]
+    np.testing.assert_allclose([i.score for i in after.items], [i.score for i in adhoc.items], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([i.like_prob for i in after.items], [i.like_prob for i in adhoc.items], atol=1e-5)
+    assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+    assert after.history_used == before.history_used + 4
+    assert not {e["item_id"] for e in likes} & {i.item_id for i in after.items}  # seen now
+    log.append([{**likes[0], "item_id": "2", "event": "rating", "value": 5.0, "source": "client"}])
+    fresh.refresh()
+    assert live.recommend(request).history_used == after.history_used + 1 and live.fresh_states["1"].events == 5
+    log.close()
+    fresh.close()
+
+
+def test_far_away_timestamps_are_refused(recommender):
+    for timestamp in (10**17, 1_700_000_000_000, 0):
+        with pytest.raises(RequestError, match="far outside the data"):
+            recommender.recommend(RecommendRequest(history=[{"item_id": "1", "timestamp": timestamp}]))

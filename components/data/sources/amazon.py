@@ -6,6 +6,7 @@ Reviews (plain or .gz, one JSON object a line):
 Metadata beside them, `meta_<Cat>.json(l)(.gz)`: 2014 lines are Python literals (single quotes), not
 JSON; titles of 2018 are sometimes broken HTML, and are then replaced by the description's first
 sentence (else brand, else the last category). Each review is event "review" with the star rating as value.
+A review of an item the metadata lacks is an unknown item (quarantined unless `ingest.unknown_items`).
 """
 from __future__ import annotations
 
@@ -174,6 +175,8 @@ def read(cfg: IngestConfig, sink: TableSink) -> SourceInfo:
                           "item titles are the ASINs.")
         return info
     replaced = _read_meta(meta, cfg, sink)
+    # The metadata file lists the whole category; with only_interacted it is cut to the reviewed items.
+    info.complete_catalog = not cfg.only_interacted
     info.counts["titles_replaced"] = replaced
     if replaced:
         info.notes.append(f"{replaced} metadata titles were empty or HTML fragments: replaced by the "

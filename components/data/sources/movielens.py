@@ -4,7 +4,8 @@
 - 1M/10M: `ratings.dat`, `movies.dat`, `users.dat` (1M only), `tags.dat` (10M only), `::`-separated.
 - latest/20M/25M: `ratings.csv`, `movies.csv` (pipe-separated genres), `tags.csv`, with headers.
 Ratings become event "rate" with the rating as value; genres become categories; the year in the title
-becomes the attribute `year`; free-text tags are folded into each movie's `text`.
+becomes the attribute `year`; free-text tags are folded into each movie's `text`. The movie file is the
+whole catalog: a rating of a movie it lacks is an unknown item (quarantined unless `ingest.unknown_items`).
 
 `movielens_stream` reads a latest-layout release straight into memory as a replay of its history
 (`recloop simulate`), without the ingest stage's files.
@@ -132,7 +133,7 @@ def _read_100k(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
                                   cfg, sink, "users", encoding=detect_encoding(folder / "u.user"))
         users = _numeric_ids(users, "user_id", sink=sink, table="users", sep="|")
         sink.users(users.assign(age=pd.to_numeric(users["age"], errors="coerce").astype("Int64")))
-    return SourceInfo(dataset=folder.name, notes=notes)
+    return SourceInfo(dataset=folder.name, notes=notes, complete_catalog=(folder / "u.item").is_file())
 
 
 def _read_dat(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
@@ -161,7 +162,8 @@ def _read_dat(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
         users = _numeric_ids(users, "user_id", sink=sink, table="users", sep="::")
         sink.users(users.assign(age=pd.to_numeric(users["age"], errors="coerce").astype("Int64"),
                                 occupation=users["occupation"].map(OCCUPATIONS_1M).fillna(users["occupation"])))
-    return SourceInfo(dataset=folder.name, notes=notes, counts=counts)
+    return SourceInfo(dataset=folder.name, notes=notes, counts=counts,
+                      complete_catalog=(folder / "movies.dat").is_file())
 
 
 def _read_csv(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
@@ -186,7 +188,8 @@ def _read_csv(folder: Path, cfg: IngestConfig, sink: TableSink) -> SourceInfo:
         sink.items(_items(movies, _split_genres(movies["genres"], "|"), tags))
     else:
         notes.append("movies.csv is missing: item titles are the ids.")
-    return SourceInfo(dataset=folder.name, notes=notes, counts=counts)
+    return SourceInfo(dataset=folder.name, notes=notes, counts=counts,
+                      complete_catalog=(folder / "movies.csv").is_file())
 
 
 def movielens_stream(path: Path, cfg: SimulateConfig) -> tuple[Stream, pd.DataFrame]:

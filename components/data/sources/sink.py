@@ -14,6 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.data.schema import INTERACTIONS_FILE, ITEMS_FILE, QUARANTINE_FILE, USERS_FILE
@@ -35,6 +36,8 @@ class SourceInfo:
     counts: dict[str, int] = field(default_factory=dict)
     synthetic_timestamps: bool = False
     given_split: bool = False
+    # The items the source listed are all the items there are (a full catalog file was read).
+    complete_catalog: bool = False
 
 
 @dataclass
@@ -76,12 +79,13 @@ class _Writer:
         self._writer.write_table(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
 
     def close(self) -> None:
-        if self._writer is None:
-            self.schema = pa.schema([pa.field(n, t) for n, t in self.types.items()])
-            pq.write_table(self.schema.empty_table(), self.path)
-        else:
+        """Finish the file (an empty one when nothing came); closing twice changes nothing."""
+        if self._writer is not None:
             self._writer.close()
             self._writer = None
+        elif self.schema is None:
+            self.schema = pa.schema([pa.field(n, t) for n, t in self.types.items()])
+            pq.write_table(self.schema.empty_table(), self.path)
 
 
 class TableSink:
@@ -181,6 +185,46 @@ class TableSink:
             self._users.write(pd.DataFrame({"user_id": missing}))
             self.user_ids.update(missing)
         return len(missing)
+
+    def quarantine_unknown_items(self) -> int:
+        """Move the interactions whose item has no catalog row to the quarantine ("unknown item").
+
+        Only for a complete catalog, and only read back when such rows exist: the interactions file
+        is rewritten batch by batch and the counts recomputed from what stays. Returns the rows moved.
+        """
+        unknown = self.interacted_items - self.item_ids
+        if not unknown:
+            return 0
+        self._interactions.close()
+        path = self.folder / INTERACTIONS_FILE
+        kept_path = path.with_name(f".{path.name}.known")
+        source = pq.ParquetFile(path)
+        unknown_ids = pa.array(sorted(unknown), pa.string())
+        self.n_interactions, self.time_min, self.time_max = 0, None, None
+        self.interacted_users, self.interacted_items = set(), set()
+        moved = 0
+        with pq.ParquetWriter(kept_path, source.schema_arrow) as out:
+            for batch in source.iter_batches(batch_size=500_000):
+                bad = pc.is_in(batch["item_id"], value_set=unknown_ids)
+                rejected = batch.filter(bad)
+                if rejected.num_rows:
+                    columns = [rejected[c].to_pylist() for c in ("user_id", "item_id", "timestamp", "event", "value")]
+                    self.quarantine("interactions", "unknown item", [",".join(map(str, r)) for r in zip(*columns)])
+                    moved += rejected.num_rows
+                kept = batch.filter(pc.invert(bad))
+                out.write_batch(kept)
+                if kept.num_rows:
+                    self._count(kept["user_id"], kept["item_id"], kept["timestamp"])
+        kept_path.replace(path)
+        return moved
+
+    def _count(self, users: pa.Array, items: pa.Array, stamps: pa.Array) -> None:
+        self.n_interactions += len(users)
+        lo, hi = pc.min_max(stamps).values()
+        self.time_min = lo.as_py() if self.time_min is None else min(self.time_min, lo.as_py())
+        self.time_max = hi.as_py() if self.time_max is None else max(self.time_max, hi.as_py())
+        self.interacted_users.update(pc.unique(users).to_pylist())
+        self.interacted_items.update(pc.unique(items).to_pylist())
 
     def finish(self) -> SinkStats:
         """Give every interacted id without a row a fallback row, close the files, return the counts."""

@@ -1,0 +1,234 @@
+"""recloop with and without the knowledge graph in the item tower: quality, tail, cold items, explanations.
+
+Prepares the embedded MovieLens latest-small (ingest -> validate -> split -> featurize, cached in
+bench/work/) in one of two splits: `default` (params.yaml's: overall and tail quality) or `cold` (2% of
+the items held out of training: the cold slice. 10%, the issue's share, holds out nearly every valid and
+test target of this small catalog, so validation sees only cold items and early stopping ends training
+on noise within six epochs). It validates the MKR/Satori movie graph against the catalog (`recloop
+kg`'s library function), then trains one variant per run (pretraining, then multi-task fine-tuning,
+as `make run` does) and evaluates it on the test targets with the full-ranking evaluator.
+Explanation coverage: for a seeded sample of test users, the share of their top-10 items that come
+with at least one named fact (a knowledge-graph relation or an attribute value shared with the
+history, `components/serving/facts.py`), and a few explanations as text. One JSON per run goes to
+bench/results/fusion/; `--table` prints the Markdown table of every result there.
+
+    .venv/bin/python bench/fusion.py --variant base --seed 42
+    .venv/bin/python bench/fusion.py --variant kg --seed 42 --split cold
+    .venv/bin/python bench/fusion.py --table
+
+Variants (model params on top of params.yaml): base = ID + text + attributes (the default tower);
+kg = base + the graph's neighbourhoods; kg-gates = kg with a learned gate per source; no-text and
+kg-no-text (ID + attributes, with and without the graph); kg-vectors = base + a spectral embedding of
+each item's graph facts through the extra-vector door. Training: the pipeline's early stopping,
+pretraining capped at --minutes and fine-tuning at half of it, so that a run stays within a few
+minutes on two cores.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
+from quality import REPO, machine, peak_rss_mb, prepare  # noqa: E402
+
+from components.config import KGConfig, load_params  # noqa: E402
+
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "kg": {"model.use_kg": True},
+    "kg-gates": {"model.use_kg": True, "model.source_gates": True},
+    "kg-no-text": {"model.use_kg": True, "model.use_text": False},
+    "no-text": {"model.use_text": False},
+    # The graph through the extra-vector door: a spectral embedding of each item's (relation, entity) facts.
+    "kg-vectors": {"model.sources.vectors": [{"name": "kg_svd", "path": "KG_SVD"}]},
+}
+KG_SVD_DIM = 32
+# Relative to the repository (the working directory of a run), so that results name no machine path.
+WORKS = {"default": Path("bench") / "work" / "fusion-ml-latest-small",
+         "cold": Path("bench") / "work" / "fusion-ml-latest-small-cold2"}
+SPLITS = {"default": [], "cold": ["split.cold_item_fraction=0.02"]}
+RESULTS = REPO / "bench" / "results" / "fusion"
+EXPLAIN_USERS = 300
+SAMPLE_ITEMS = 6
+
+
+def explanation_coverage(trained, data, seed: int, k: int = 10) -> dict:
+    """Share of recommended items (top-k of sampled test users) with >= 1 fact, >= 1 KG fact; a text sample."""
+    import numpy as np
+    import torch
+
+    from components.models.scoring import RecloopScorer
+    from components.serving.facts import FactFinder
+
+    scorer = RecloopScorer(trained).fit(data)
+    history = data.history("test")
+    users = np.sort(np.random.default_rng(seed).choice(data.n_users, min(EXPLAIN_USERS, data.n_users), replace=False))
+    scores = scorer.score(data, users, "test")
+    with torch.no_grad():
+        finder = FactFinder(trained.model, trained.vocab, trained.model.catalog())
+    by_user = history.groupby("user_idx")["item_idx"].apply(lambda s: s.to_numpy())
+    titles = data.items["title"].astype(str).tolist()
+    max_len = trained.model.config.max_len
+    counts = {"items": 0, "with_fact": 0, "with_kg_fact": 0}
+    sample = []
+    for row, user in enumerate(users):
+        seen = by_user.get(user, np.zeros(0, np.int64))
+        s = scores[row].clone()
+        s[torch.as_tensor(seen, dtype=torch.long)] = -torch.inf
+        top = torch.topk(s, k).indices.numpy()
+        recent = seen[-max_len:]
+        for i in top:
+            facts = finder.facts(int(i), recent, limit=None)
+            counts["items"] += 1
+            counts["with_fact"] += bool(facts)
+            counts["with_kg_fact"] += any(f.kind == "kg" for f in facts)
+            # The sample: the first explanations that name a KG fact (any fact without a graph), one per user.
+            wanted = any(f.kind == "kg" for f in facts) or (finder.kg is None and bool(facts))
+            if wanted and len(sample) < SAMPLE_ITEMS and all(x["user"] != data.users["user_id"].iloc[user]
+                                                              for x in sample):
+                sample.append({"user": str(data.users["user_id"].iloc[user]), "item": titles[i],
+                               "facts": [f.text(titles[f.history_item]) for f in _shown(facts)]})
+    n = max(counts["items"], 1)
+    return {"users": len(users), "k": k, "fact_coverage": round(counts["with_fact"] / n, 4),
+            "kg_fact_coverage": round(counts["with_kg_fact"] / n, 4), "sample": sample}
+
+
+def _shown(facts: list) -> list:
+    """The top three facts, and the best KG fact when none of them is one."""
+    top = facts[:3]
+    kg = [f for f in facts if f.kind == "kg"]
+    return top if not kg or any(f.kind == "kg" for f in top) else [*top, kg[0]]
+
+
+def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path:
+    from components.data.dataset import SplitData
+    from components.evaluation.evaluator import evaluate_ranking
+    from components.features.featurize import load_item_text
+    from components.training.variants import RecloopVariant
+    from components.validation.kg import kg_stage
+
+    work = WORKS[split]
+    svd = str(work / "kg_svd.npz")
+    changes = [f"{k}={json.dumps(v).replace('KG_SVD', svd)}" for k, v in VARIANTS[variant].items()]
+    overrides = [*SPLITS[split], "tracking.uri=null", f"seed={seed}", f"pretrain.max_minutes={minutes}",
+                 f"finetune.max_minutes={minutes / 2}", f"model.sources.kg={work / 'kg'}", *changes]
+    params = load_params(REPO / "params.yaml", overrides)
+    prep = {}
+    if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
+        prep = prepare(params, work, need_text=True)
+    if not (work / "kg" / "links.parquet").exists():
+        print(kg_stage(KGConfig(path=root / "kg-mkr-satori" / "movie"), work / "validated" / "items.parquet",
+                       work / "kg").describe(), file=sys.stderr)
+    data = SplitData.load(work / "split")
+    text = load_item_text(work / "features", data.n_items)
+    if not (work / "kg_svd.npz").exists():
+        write_kg_svd(work, data, work / "kg_svd.npz")
+    ran = provenance()
+    model = RecloopVariant(params.model, params.pretrain, params.finetune, params.labels,
+                           text if params.model.use_text else None, seed, f"recloop-{variant}")
+    began = time.perf_counter()
+    model.fit(data)
+    train_seconds = time.perf_counter() - began
+    result = evaluate_ranking(model, data, "test", ks=(10,), progress=False)
+    linked = model.trained_.model.tower.has_kg.numpy() if params.model.use_kg else None
+    per = result.per_target
+    slices = {s: {k: round(v, 5) for k, v in result.slices[s].items() if k in ("size", "hr@10", "ndcg@10")}
+              for s in ("head_items", "tail_items", "cold_items") if s in result.slices}
+    kg_items = _kg_items(work, data)
+    on_kg = per[kg_items[per["item_idx"].to_numpy()]]
+    slices["kg_linked_items"] = {"size": len(on_kg), "hr@10": round(float(on_kg["hr@10"].mean()), 5),
+                                 "ndcg@10": round(float(on_kg["ndcg@10"].mean()), 5)}
+    row = {
+        "variant": variant, "split": split, "seed": seed, "changes": VARIANTS[variant],
+        "users": data.n_users, "items": data.n_items,
+        "cold_items": int(data.items["cold"].sum()), "kg_linked_items": int(kg_items.sum()),
+        "model_linked_items": None if linked is None else int(linked.sum()),
+        "metrics": {k: round(result.metrics[k], 5) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")},
+        "slices": slices, "explanations": explanation_coverage(model.trained_, data, seed),
+        "train_seconds": round(train_seconds, 1), "pretrain_epochs": model.pretrain_result_.epochs,
+        "epochs": model.result_.epochs,
+        "best_epoch": model.result_.best_epoch, "stopped_early": model.result_.stopped_early,
+        "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1), **ran,
+        "tree_changed_during_run": provenance()["git_diff_sha256"] != ran["git_diff_sha256"],
+        "command": " ".join(["bench/fusion.py", *sys.argv[1:]]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "params": {"model": params.model.model_dump(mode="json"), "finetune": params.finetune.model_dump(mode="json")},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{split}-{variant}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
+    out.write_text(json.dumps(row, indent=1) + "\n")
+    return out
+
+
+def write_kg_svd(work: Path, data, path: Path) -> None:
+    """Items' KG vectors for the extra-vector source: truncated SVD of the TF-IDF-weighted item x (relation,
+    entity) incidence of linked items; unlinked items get no row (they lack the source)."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    triples = pd.read_parquet(work / "kg" / "triples.parquet")
+    links = pd.read_parquet(work / "kg" / "links.parquet")
+    facts = links.merge(triples, left_on="entity", right_on="head")
+    fact = pd.Index(pd.unique(facts["relation"] + "|" + facts["tail"]))
+    items = pd.Index(pd.unique(facts["item_id"]))
+    matrix = sp.csr_matrix((np.ones(len(facts)), (items.get_indexer(facts["item_id"]),
+                                                  fact.get_indexer(facts["relation"] + "|" + facts["tail"]))),
+                           shape=(len(items), len(fact)))
+    vectors = TruncatedSVD(KG_SVD_DIM, random_state=0).fit_transform(TfidfTransformer().fit_transform(matrix))
+    keep = items.isin(data.items["item_id"].astype(str))
+    np.savez(path, item_ids=items[keep].to_numpy(dtype=str), vectors=vectors[keep].astype(np.float32))
+
+
+def _kg_items(work: Path, data):
+    """Items of the catalog the validated graph links (whatever the variant reads)."""
+    import pandas as pd
+
+    links = pd.read_parquet(work / "kg" / "links.parquet")
+    return data.items["item_id"].astype(str).isin(links["item_id"]).to_numpy()
+
+
+def table() -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    print("| split | variant | seed | N@10 | R@10 | tail N@10 | cold R@10 (n) | KG-linked N@10 | facts | KG facts "
+          "| epochs | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r.get("split", "default"), r["variant"], r["seed"])):
+        s, e = r["slices"], r["explanations"]
+        print(f"| {r.get('split', 'default')} | {r['variant']} | {r['seed']} "
+              f"| {r['metrics']['ndcg@10']:.4f} | {r['metrics']['hr@10']:.4f} "
+              f"| {s['tail_items']['ndcg@10']:.4f} | {s['cold_items']['hr@10']:.4f} ({s['cold_items']['size']}) "
+              f"| {s['kg_linked_items']['ndcg@10']:.4f} | {e['fact_coverage']:.2f} | {e['kg_fact_coverage']:.2f} "
+              f"| {r['epochs']} | {r['train_seconds']:.0f} |")
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=list(VARIANTS), default="base")
+    parser.add_argument("--split", choices=list(SPLITS), default="default")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--minutes", type=float, default=3.0,
+                        help="pretraining budget (pretrain.max_minutes); fine-tuning gets half")
+    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--table", action="store_true", help="print the table of bench/results/fusion/ and exit")
+    args = parser.parse_args()
+    os.chdir(REPO)
+    if args.table:
+        table()
+        return
+    print(f"wrote {run(args.variant, args.split, args.seed, args.minutes, args.root)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

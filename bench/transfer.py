@@ -1,0 +1,232 @@
+"""Transfer to a catalog the model never saw: a foundation pretrained on other catalogs, then zero-shot,
+adapter or full fine-tuning on the target with a share of its training users, against training from
+scratch at the same shares, the text-only content baseline and most-popular.
+
+Target: UniSRec's Scientific (the given split). Foundation sources (--sources): other datasets with
+item text in --root: Amazon 2018 Office_Products (MiniOneRec files: sequences rebuilt from the
+valid/test rows; their train rows are missing) and MovieLens 100K (titles, genres) by default;
+`magazine` adds Magazine_Subscriptions (reviews + metadata). Never Industrial_and_Scientific: the
+same Amazon category as the target.
+
+Each source and the target are prepared once (ingest -> validate -> split -> featurize) under
+bench/work/; the foundation is pretrained once per sources and params (bench/work/transfer-foundation/).
+Every row is one run and one JSON in bench/results/transfer/; run rows as separate processes:
+
+    .venv/bin/python bench/transfer.py --row foundation --set pretrain.max_minutes=6
+    .venv/bin/python bench/transfer.py --row zero-shot
+    .venv/bin/python bench/transfer.py --row adapter --fraction 0.1 --set finetune.max_minutes=2
+    .venv/bin/python bench/transfer.py --row scratch --fraction 1.0 --set pretrain.max_minutes=5
+    .venv/bin/python bench/transfer.py --row content,popular
+
+A fraction keeps a seeded share of the target's users for training and validation (their train and
+valid interactions); the test always scores every user from their full history, so rows at every
+fraction are measured on the same targets.
+"""
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
+from quality import REPO, dataset_arguments, dataset_overrides, machine, peak_rss_mb, prepare  # noqa: E402
+
+from components.config import Params, load_params  # noqa: E402
+
+TARGET = "unisrec:Scientific"
+ROWS = ("foundation", "zero-shot", "adapter", "full", "scratch", "content", "popular")
+COMMON = ["validate.min_timestamp=0", "validate.min_value=null", "validate.max_value=null",
+          "split.min_user_interactions=3", "split.max_history=100000", "split.cold_item_fraction=0.0",
+          "split.time.cutoff=null", "split.mode=loo", "validate.min_interactions=100"]
+
+
+def office_as_generic(root: Path, out: Path, category: str = "Office_Products") -> Path:
+    """MiniOneRec's valid/test rows as a generic interactions + items CSV pair (their train split is missing).
+
+    Each row is one step of a user's sliding window (the last <= 10 items, then the next), valid rows
+    before test rows in time: a user's sequence is their first row's history followed by every row's
+    target. The order stands in for time (seconds from 0).
+    """
+    src = root / "amazon2018-office-industrial-minionerec"
+    if (out / "interactions.csv").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rows = pd.concat([pd.read_csv(src / f"{category}.{part}.csv", usecols=["user_id", "history_item_id", "item_id"])
+                      for part in ("valid", "test")], ignore_index=True)
+    sequences = []
+    for user, group in rows.groupby("user_id", sort=False):
+        first = [int(i) for i in ast.literal_eval(group["history_item_id"].iloc[0])]
+        seq = first + group["item_id"].astype(int).tolist()
+        sequences.append(pd.DataFrame({"user_id": user, "item_id": seq, "timestamp": np.arange(len(seq))}))
+    pd.concat(sequences).to_csv(out / "interactions.csv", index=False)
+    meta = json.loads((src / f"{category}.item.json").read_text())
+    items = pd.DataFrame([{"item_id": int(k), "title": v.get("title") or "",
+                           "text": " ".join(x for x in (str(v.get("description") or "")[:400],
+                                                       f"Brand: {v['brand']}." if v.get("brand") else "") if x)}
+                          for k, v in meta.items()])
+    items.to_csv(out / "items.csv", index=False)
+    return out
+
+
+def source_overrides(name: str, root: Path) -> list[str]:
+    """Params overrides that ingest, validate and split one foundation source."""
+    if name == "office":
+        path = office_as_generic(root, REPO / "bench" / "work" / "transfer-raw-office")
+        return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=office",
+                "ingest.generic.interactions=interactions.csv", "ingest.generic.items=items.csv",
+                "ingest.generic.columns.text=text"]
+    if name == "magazine":
+        return [*COMMON, "ingest.source=amazon", f"ingest.path={root / 'amazon2018-magazine-subscriptions'}",
+                "ingest.domain=magazines"]
+    if name == "ml-100k":
+        return [*COMMON, "ingest.source=movielens", f"ingest.path={root / 'ml-100k'}", "ingest.domain=movies"]
+    raise SystemExit(f"unknown source {name!r}: office, magazine, ml-100k")
+
+
+def prepared(params: Params, work: Path) -> dict[str, float]:
+    if (work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists():
+        return {}
+    return prepare(params, work, need_text=True)
+
+
+def few_users(data, fraction: float, seed: int):
+    """The target restricted to a seeded `fraction` of its users (train + valid + test of those users)."""
+    from components.data.dataset import SplitData
+
+    if fraction >= 1.0:
+        return data
+    users = data.users["user_id"]
+    keep = users.sample(frac=fraction, random_state=seed).sort_index()
+    parts = [getattr(data, p)[getattr(data, p)["user_id"].isin(keep)].drop(columns=["user_idx", "item_idx"])
+             for p in ("train", "valid", "test")]
+    return SplitData.from_frames(data.items, data.users[users.isin(keep)], *parts)
+
+
+def foundation_dir(sources: list[str], params: Params) -> Path:
+    key = json.dumps({"sources": sources, "model": params.model.model_dump(mode="json"),
+                      "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra", "threads"}),
+                      "seed": params.seed}, sort_keys=True)
+    return REPO / "bench" / "work" / "transfer-foundation" / hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def main() -> None:
+    parser = dataset_arguments(__doc__)
+    parser.set_defaults(dataset=TARGET)
+    parser.add_argument("--row", required=True, help=f"comma-separated: {', '.join(ROWS)}")
+    parser.add_argument("--fraction", type=float, default=1.0, help="share of the target's users trained on")
+    parser.add_argument("--sources", default="office,ml-100k", help="foundation sources: office, magazine, ml-100k")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "transfer")
+    for action in parser._actions:
+        if action.dest == "dataset":  # the target is Scientific unless told otherwise
+            action.required = False
+    args = parser.parse_args()
+
+    from components.data.dataset import SplitData
+    from components.evaluation.baselines import ContentKNN, MostPopular
+    from components.evaluation.evaluator import evaluate_ranking
+    from components.features.featurize import load_item_text
+    from components.models.foundation import load_foundation, save_foundation
+    from components.models.scoring import RecloopScorer
+    from components.training.foundation import describe_sources, pretrain_foundation, tag_domain
+    from components.training.stage import load_inputs
+    from components.training.transfer import transfer_model
+    from components.training.variants import variant
+
+    name, base = dataset_overrides(args.dataset, args.root)
+    params = load_params(args.params, [*base, "tracking.uri=null", *args.overrides])
+    target_work = REPO / "bench" / "work" / args.dataset.replace(":", "-")
+    prep = prepared(params, target_work)
+    data = SplitData.load(target_work / "split")
+    text = load_item_text(target_work / "features", data.n_items)
+    train_data = few_users(data, args.fraction, params.seed)
+    sources = [s for s in args.sources.split(",") if s]
+    found_dir = foundation_dir(sources, params)
+    args.results.mkdir(parents=True, exist_ok=True)
+
+    for row_name in [r for r in args.row.split(",") if r]:
+        began = time.perf_counter()
+        info: dict = {}
+        scorer = None
+        if row_name == "foundation":
+            datasets = []
+            for source in sources:
+                work = REPO / "bench" / "work" / f"transfer-src-{source}"
+                prep |= {f"{source}.{k}": v for k, v in
+                         prepared(load_params(args.params, [*source_overrides(source, args.root),
+                                                            *args.overrides]), work).items()}
+                src, src_text = load_inputs(work / "split", work / "features")
+                datasets.append((tag_domain(src, source), src_text))
+            began = time.perf_counter()
+            found, result = pretrain_foundation(datasets, params.model, params.pretrain, params.seed)
+            save_foundation(found, found_dir, {"valid_ndcg@10": result.best_score, "epochs": result.epochs})
+            info = {"sources": describe_sources(datasets), "epochs": result.epochs, "best_epoch": result.best_epoch,
+                    "valid_ndcg@10": round(result.best_score, 5), "transferable_parameters": found.parameters(),
+                    "foundation_dir": str(found_dir.relative_to(REPO))}
+        elif row_name in ("zero-shot", "adapter", "full"):
+            found = load_foundation(found_dir)
+            trained, result, info = transfer_model(found, train_data, text, row_name, params.finetune, params.seed,
+                                                   adapter_trains=params.transfer.adapter_trains,
+                                                   labels=params.labels)
+            info = {k: v for k, v in info.items() if not k.startswith("valid_")}
+            if result is not None:
+                info |= {"epochs": result.epochs, "best_epoch": result.best_epoch,
+                         "valid_ndcg@10": round(result.best_score, 5)}
+            info["foundation_sources"] = found.sources
+            scorer = RecloopScorer(trained, row_name)
+        elif row_name == "scratch":
+            model = variant("recloop", params.model, params.pretrain, params.finetune, params.labels, text,
+                            params.seed)
+            model.fit(train_data)
+            scorer = RecloopScorer(model.trained_, "scratch")
+            info = {"epochs": {"pretrain": model.pretrain_result_.epochs, "finetune": model.result_.epochs},
+                    "trainable_parameters": sum(p.numel() for p in model.trained_.model.parameters())}
+            info["parameters"] = info["trainable_parameters"]
+        elif row_name == "content":  # no training: the user's own history and the items' text
+            scorer = ContentKNN(text, params.evaluate.content.history_items).fit(data)
+        elif row_name == "popular":  # popularity over every user's training interactions
+            scorer = MostPopular().fit(data)
+        else:
+            raise SystemExit(f"unknown row {row_name!r}: {', '.join(ROWS)}")
+        train_seconds = time.perf_counter() - began
+        metrics = {}
+        if scorer is not None:
+            if isinstance(scorer, RecloopScorer):
+                scorer.fit(data)  # histories of every user; the model saw only train_data's
+            result = evaluate_ranking(scorer, data, "test", ks=(10, 20), progress=False)
+            metrics = {k: round(v, 5) for k, v in result.metrics.items()
+                       if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "mrr@10", "coverage@10")}
+        fraction = None if row_name == "foundation" else 1.0 if row_name in ("content", "popular") else args.fraction
+        row = {"dataset": args.dataset, "row": row_name, "fraction": fraction,
+               "train_users": train_data.n_users if fraction is not None and fraction < 1 else data.n_users,
+               "users": data.n_users, "items": data.n_items,
+               "sources": sources, "tag": args.tag, "overrides": args.overrides, "metrics": metrics,
+               "train_seconds": round(train_seconds, 1), **info,
+               "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
+               "peak_rss_mb": round(peak_rss_mb(), 1), **provenance(),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+               "load_average": [round(x, 2) for x in os.getloadavg()],
+               "params": {"model": params.model.model_dump(mode="json"),
+                          "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
+                          "finetune": params.finetune.model_dump(mode="json"),
+                          "transfer": params.transfer.model_dump(mode="json")}}
+        stamp = row["date"].replace(":", "").replace("+0000", "Z")
+        frac = f"-{fraction:g}" if fraction is not None else ""
+        out = args.results / f"{name}-{row_name}{frac}{'-' + args.tag if args.tag else ''}-{stamp}.json"
+        out.write_text(json.dumps(row, indent=1) + "\n")
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(f"{row_name} (fraction {args.fraction:g}): {shown or info.get('valid_ndcg@10')}; "
+              f"{train_seconds:.0f}s; wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

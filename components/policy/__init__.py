@@ -1,0 +1,1 @@
+"""Exploration with logged propensities, off-policy evaluation and the off-policy-corrected policy learner."""

@@ -1,0 +1,86 @@
+"""The language model learns inside the recommendation objective: LoRA on the text encoder, next-item loss.
+
+Each step takes a batch of training sequences, runs the text of every item in it (inputs and next
+items) through the tunable encoder with gradients, puts those vectors into the item tower's text
+table (centred as the catalog was, see `ItemTower.load_catalog`) and backpropagates the retrieval
+loss into both the recommendation model and the encoder's adapters. The other items keep the
+vectors of the last refresh; every `refresh_every` steps, and at the end, the whole catalog is
+re-encoded with the adapters as they are, so the text vectors follow the encoder as it learns.
+Meant for a GPU; on a CPU it runs, slowly, on tiny data.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from components.config import LMTuningConfig
+from components.data.dataset import SplitData
+from components.features.lm_tuning import TunableTextEncoder
+from components.features.text import compose_item_text
+from components.models.artifacts import TrainedModel
+from components.models.sequences import training_rows
+from components.training.loop import configure_torch
+
+
+@dataclass
+class LMTuningResult:
+    steps: int
+    losses: list[float]
+    seconds: float
+    encoder_trainable: int  # LoRA parameters
+    encoder_parameters: int
+
+
+def _centred(vectors: np.ndarray, has_text: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    v = torch.from_numpy(vectors)
+    return torch.where(has_text[:, None], v - mean, torch.zeros_like(v))
+
+
+def tune_text_encoder(trained: TrainedModel, data: SplitData, cfg: LMTuningConfig, seed: int,
+                      encoder: TunableTextEncoder | None = None, threads: int | None = None) -> LMTuningResult:
+    """Train `encoder` (a fresh LoRA-wrapped packaged MiniLM by default) and `trained`'s model together on
+    the next-item loss over `data.train`; leave the model's text table re-encoded by the tuned encoder."""
+    configure_torch(threads, seed)
+    encoder = encoder or TunableTextEncoder(cfg)
+    model, tower = trained.model, trained.model.tower
+    texts = compose_item_text(data.items).tolist()
+    has_text = tower.has_text.clone()
+    vectors = encoder.encode(texts)
+    # The catalog's centre stays fixed: the adapter over the text learned vectors around it.
+    mean = torch.from_numpy(vectors)[has_text].mean(0) if has_text.any() else torch.zeros(vectors.shape[1])
+    with torch.no_grad():
+        tower.text.copy_(_centred(vectors, has_text, mean))
+    tokens = encoder.tokenize(texts)
+    rows = training_rows(data, trained.vocab, model.config.max_len, "last")
+    params = [p for p in model.parameters() if p.requires_grad] + encoder.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses, began = [], time.perf_counter()
+    model.train()
+    encoder.train()
+    for step in range(cfg.steps):
+        index = torch.randperm(len(rows), generator=generator)[:cfg.batch_size]
+        batch, targets = rows.batch(index)
+        seen = torch.cat([batch.items.flatten(), targets.items.flatten()])
+        items = (seen[seen > 0] - 1).unique()
+        items = items[has_text[items]]
+        fresh = encoder(tokens["input_ids"][items], tokens["attention_mask"][items]) - mean  # (K, D) with gradients
+        table = tower.text.detach().index_put((items,), fresh)
+        tower.text = table  # the buffer, for this step, is a tensor the loss can reach the encoder through
+        _, loss = model(batch, targets, tasks=("retrieval",))
+        optimizer.zero_grad(set_to_none=True)
+        loss["retrieval"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        tower.text = table.detach()
+        losses.append(float(loss["retrieval"].detach()))
+        if (step + 1) % cfg.refresh_every == 0 and step + 1 < cfg.steps:
+            tower.text = _centred(encoder.encode(texts), has_text, mean)
+    tower.text = _centred(encoder.encode(texts), has_text, mean)
+    model.eval()
+    return LMTuningResult(cfg.steps, losses, time.perf_counter() - began,
+                          sum(p.numel() for p in encoder.trainable_parameters()),
+                          sum(p.numel() for p in encoder.model.parameters()))

@@ -1,0 +1,167 @@
+"""The transfer stage: a foundation brought to the pipeline's catalog, in one of three modes.
+
+- `zero-shot`: the catalog is adopted (`models/foundation.adopt`) and served by text, attributes
+  and context alone; nothing trains on it.
+- `adapter`: the same start, then only the state-dict prefixes in `transfer.adapter_trains` learn
+  (by default the text adapter, the new ID table, the domain rows and the heads); every other
+  weight stays bit for bit the foundation's.
+- `full`: the same start, then every weight fine-tunes.
+
+Training modes use the fine-tuning objective and knobs (`finetune`); the start (the zero-shot
+model) is a candidate for the best epoch, so transfer never ends below zero-shot on validation.
+The result is written where the finetune stage writes, so evaluate, package and serve read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.atomic import write_json
+from components.config import FinetuneConfig, LabelsConfig, LMTuningConfig, TrackingConfig, TransferConfig
+from components.data.dataset import SplitData
+from components.errors import RecloopError
+from components.models.artifacts import FINETUNED_DIR, TrainedModel, save_trained
+from components.models.foundation import Foundation, adopt, load_foundation
+from components.models.model import Recloop
+from components.models.sequences import training_rows
+from components.tracking import Tracker
+from components.training.distributed import is_main_process
+from components.training.finetune import objective
+from components.training.loop import LoopResult, configure_torch
+from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
+
+MODES = ("zero-shot", "adapter", "full")
+
+
+@dataclass
+class TransferSummary:
+    out_dir: Path
+    mode: str
+    items: int
+    users: int
+    trainable: int
+    parameters: int
+    epochs: int
+    metrics: dict
+    seconds: float
+    run_id: str | None
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k.removeprefix('valid_')} {v:.4f}" for k, v in self.metrics.items()
+                          if k.startswith("valid_"))
+        trained = (f"{self.epochs} epochs, {self.seconds:.0f}s, " if self.mode != "zero-shot" else "no training, ")
+        return (f"transfer ({self.mode}): {self.users:,} users, {self.items:,} items\n  {trained}"
+                f"{self.trainable:,} of {self.parameters:,} parameters trained "
+                f"({self.trainable / max(self.parameters, 1):.1%}); valid {shown}\n  wrote {self.out_dir}"
+                + (f" (MLflow run {self.run_id})" if self.run_id else ""))
+
+
+def trains(name: str, mode: str, adapter_trains: list[str]) -> bool:
+    """Whether parameter `name` learns in `mode`."""
+    if mode == "full":
+        return True
+    if mode == "adapter":
+        return any(name == p or name.startswith(p + ".") for p in adapter_trains)
+    return False
+
+
+def set_trainable(model: Recloop, mode: str, adapter_trains: list[str]) -> tuple[int, int]:
+    """Freeze what `mode` keeps; (trainable, total) parameter counts."""
+    if mode not in MODES:
+        raise RecloopError(f"transfer.mode {mode!r} is not one of {', '.join(MODES)}")
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in adapter_trains if not any(n == p or n.startswith(p + ".") for n in names)]
+    if mode == "adapter" and unknown:
+        raise RecloopError(f"transfer.adapter_trains names no parameter of this model: {unknown} "
+                           "(a prefix of a parameter name, e.g. tower.text_adapter, task_heads)")
+    trainable = total = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(trains(name, mode, adapter_trains))
+        trainable += p.numel() if p.requires_grad else 0
+        total += p.numel()
+    return trainable, total
+
+
+def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, mode: str, cfg: FinetuneConfig,
+                   seed: int, *, adapter_trains: list[str] = TransferConfig().adapter_trains,
+                   labels: LabelsConfig = LabelsConfig(), tracker: Tracker | None = None,
+                   checkpoint: Path | None = None, params: dict | None = None, curve_stage: str | None = None,
+                   ) -> tuple[TrainedModel, LoopResult | None, dict]:
+    """The foundation on `data`'s catalog in `mode`; (model, loop result or None for zero-shot, info).
+
+    `info` holds the mode, trainable and total parameter counts and, for zero-shot, the validation metrics.
+    """
+    configure_torch(cfg.threads, seed)
+    trained = adopt(foundation, data, text, ids=mode != "zero-shot")
+    trainable, total = set_trainable(trained.model, mode, adapter_trains)
+    info = {"mode": mode, "trainable_parameters": trainable, "parameters": total,
+            "trainable_share": round(trainable / max(total, 1), 4)}
+    validate = validator(trained, data, labels, curve_stage=curve_stage)
+    if mode == "zero-shot":
+        return trained, None, info | validate(trained.model)
+    rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, labels)
+    try:
+        result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
+                     checkpoint=checkpoint, params=params, desc=f"transfer-{mode}", start_is_candidate=True)
+    finally:
+        for p in trained.model.parameters():
+            p.requires_grad_(True)
+    return trained, result, info
+
+
+def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig, tracking: TrackingConfig,
+             foundation_dir: Path, split_dir: Path, features_dir: Path, models_dir: Path, reports_dir: Path,
+             seed: int, lm: LMTuningConfig = LMTuningConfig()) -> TransferSummary:
+    """Bring the foundation at `foundation_dir` to the split's catalog; write models/finetuned, reports/transfer.json.
+
+    With `lm.enabled` (adapter and full modes) the text encoder then learns too (LoRA,
+    `training/lm_tuning.py`) and the saved model carries the text vectors of the tuned encoder.
+    """
+    data, text = load_inputs(split_dir, features_dir)
+    found = load_foundation(foundation_dir)
+    checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "transfer.pt"
+    tracker = Tracker(tracking, f"transfer-{cfg.mode}", enabled=is_main_process())
+    params = {"stage": "transfer", "seed": seed, "transfer": cfg.model_dump(mode="json"),
+              "finetune": finetune.model_dump(mode="json"), "foundation_sources": found.sources,
+              "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
+    trained, result, info = transfer_model(found, data, text, cfg.mode, finetune, seed,
+                                           adapter_trains=cfg.adapter_trains, labels=labels, tracker=tracker,
+                                           checkpoint=checkpoint, params=params)
+    out_dir = Path(models_dir) / FINETUNED_DIR
+    extra = {k: info[k] for k in ("mode", "trainable_parameters", "parameters", "trainable_share")}
+    extra["foundation"] = str(foundation_dir)
+    if result is None:
+        metrics = {**{k: v for k, v in info.items() if k.startswith("valid_")}, "epochs": 0,
+                   "train_seconds": 0.0, **extra}
+        if is_main_process():
+            tracker.start()
+            tracker.log_params(params)
+            save_trained(trained, out_dir, metrics)
+            write_json(Path(reports_dir) / "transfer.json", metrics)
+            tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=0)
+            tracker.log_artifacts(out_dir, "transfer")
+            tracker.finish()
+        return TransferSummary(out_dir, cfg.mode, data.n_items, data.n_users, info["trainable_parameters"],
+                               info["parameters"], 0, metrics, 0.0, tracker.run_id)
+    if lm.enabled and not result.interrupted:
+        from components.training.lm_tuning import tune_text_encoder
+
+        set_trainable(trained.model, cfg.mode, cfg.adapter_trains)  # adapter mode keeps its frozen part frozen
+        try:
+            tuned = tune_text_encoder(trained, data, lm, seed, threads=finetune.threads)
+        finally:
+            for p in trained.model.parameters():
+                p.requires_grad_(True)
+        after = validator(trained, data, labels)(trained.model)
+        extra |= {"lm_tuning_steps": tuned.steps, "lm_tuning_seconds": round(tuned.seconds, 1),
+                  "lm_trainable_parameters": tuned.encoder_trainable,
+                  **{f"{k}_after_lm_tuning": v for k, v in after.items()}}
+    metrics = stage_metrics(result, extra)
+    if result.interrupted:
+        tracker.finish("KILLED")
+    elif is_main_process():
+        write_outputs(trained, result, out_dir, reports_dir, "transfer", metrics, tracker, checkpoint)
+    return TransferSummary(out_dir, cfg.mode, data.n_items, data.n_users, info["trainable_parameters"],
+                           info["parameters"], result.epochs, metrics, result.seconds, result.run_id)

@@ -1,0 +1,211 @@
+"""Foundation pretraining on two catalogs and transfer to a third one it never saw.
+
+The catalogs are real slices of the embedded MovieLens latest-small, cut so that no movie is in two
+of them: two source domains (comedies and dramas outside the target's movies) for the foundation,
+and the target, the model tests' slice (users 1-300 and their 300 most rated movies, with the cold
+"Toy Story 3"). Text vectors are real all-MiniLM-L6-v2 vectors of title and genres.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from recloop_data import ML_SMALL, TINY_MODEL, TINY_PRETRAIN, TOY_STORY, TOY_STORY_2, TOY_STORY_3
+from recloop_data import _item_text, _movielens, write_inputs
+
+from components.config import FinetuneConfig, RegistryConfig, TransferConfig
+from components.data.dataset import SplitData
+from components.evaluation.evaluator import evaluate_ranking
+from components.models.artifacts import FINETUNED_DIR, FOUNDATION_DIR, load_trained
+from components.models.catalog import parameter_groups, per_catalog_names
+from components.models.foundation import adopt, load_foundation
+from components.models.scoring import RecloopScorer
+from components.training.foundation import pretrain_foundation, tag_domain
+from components.training.transfer import transfer_model
+
+ONE_EPOCH = FinetuneConfig(epochs=1, batch_size=64, lr=3e-3, patience=1, threads=2)
+# Twelve short epochs (seconds): with four, zero-shot is barely above random on the unseen catalog.
+FOUNDATION_PRETRAIN = TINY_PRETRAIN.model_copy(update={"epochs": 12, "patience": 12})
+
+
+def source_split(genre: str, exclude: set[str], top_items: int = 200) -> SplitData:
+    """Every user's ratings of the `top_items` most rated movies whose first genre is `genre`, outside `exclude`."""
+    ratings = pd.read_csv(ML_SMALL / "ratings.csv")
+    movies = pd.read_csv(ML_SMALL / "movies.csv")
+    movies = movies[(movies["genres"].str.split("|").str[0] == genre) & ~movies["movieId"].astype(str).isin(exclude)]
+    ratings = ratings[ratings["movieId"].isin(movies["movieId"])]
+    keep = ratings["movieId"].value_counts().index[:top_items]
+    ratings = ratings[ratings["movieId"].isin(keep)]
+    ratings = ratings[ratings.groupby("userId")["movieId"].transform("size") >= 5]
+    interactions = pd.DataFrame({
+        "user_id": ratings["userId"].astype(str), "item_id": ratings["movieId"].astype(str),
+        "timestamp": ratings["timestamp"].astype("int64"), "event": "rate",
+        "value": ratings["rating"].astype(float), "domain": "movies"})
+    ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    from_end = ordered.groupby("user_id").cumcount(ascending=False)
+    movies = movies[movies["movieId"].isin(keep)]
+    items = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
+                          "categories": movies["genres"].str.split("|"), "domain": "movies"})
+    users = pd.DataFrame({"user_id": sorted(interactions["user_id"].unique())})
+    return SplitData.from_frames(items, users, ordered[from_end >= 2], ordered[from_end == 1],
+                                 ordered[from_end == 0])
+
+
+@functools.cache
+def _sources() -> list[tuple[SplitData, np.ndarray]]:
+    from components.features.text import compose_item_text, encode_texts
+
+    target = set(_movielens().items["item_id"])
+    out = []
+    for genre, domain in (("Comedy", "comedies"), ("Drama", "dramas")):
+        data = tag_domain(source_split(genre, target), domain)
+        out.append((data, encode_texts(compose_item_text(data.items).tolist())))
+    return out
+
+
+@functools.cache
+def _foundation():
+    return pretrain_foundation(_sources(), TINY_MODEL, FOUNDATION_PRETRAIN, seed=0)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return _sources()
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    return _foundation()
+
+
+def test_two_domain_foundation_keeps_only_what_transfers(sources, pretrained):
+    found, result = pretrained
+    assert [s["domain"] for s in found.sources] == ["comedies", "dramas"]
+    assert {"comedies", "dramas"} <= set(found.vocab.domains)
+    assert not set(_movielens().items["item_id"]) & set(sources[0][0].items["item_id"])  # the target is unseen
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_score > 0.02
+    # No ID table, no catalog buffers; the encoder, text adapter, domain embedding and heads are there.
+    assert not any(k.startswith(("tower.id_embedding", "tower.text", "tower.has_", "tower.attributes"))
+                   and not k.startswith("tower.text_adapter") for k in found.state)
+    assert {"tower.text_adapter.0.weight", "domain.weight", "ln_f.weight"} <= set(found.state)
+    assert any(k.startswith("task_heads.like") for k in found.state)
+
+
+def test_parameter_groups_split_the_state_once():
+    target = _movielens()
+    trained = adopt(_foundation()[0], target, _item_text(), ids=True)
+    transferable, own = parameter_groups(trained.model)
+    assert set(own) == per_catalog_names(trained.model)
+    assert {"tower.id_embedding.weight", "tower.text", "tower.has_id"} <= set(own)
+    assert not set(transferable) & set(own)
+    assert set(transferable) | set(own) == set(trained.model.state_dict())
+
+
+def test_zero_shot_ranks_an_unseen_catalog_better_than_random_and_places_an_item_by_text(pretrained):
+    target, text = _movielens(), _item_text()
+    trained, result, info = transfer_model(pretrained[0], target, text, "zero-shot", ONE_EPOCH, seed=0)
+    assert result is None and info["trainable_parameters"] == 0
+    assert not trained.model.tower.has_id.any()  # text, attributes and context alone
+    # The target's own domain token is new: appended as a zero row, exactly the unknown domain.
+    assert trained.vocab.domains[-1] == "movies" and not trained.model.domain.weight[-1].any()
+
+    hr = evaluate_ranking(RecloopScorer(trained).fit(target), target, "test", (10,), progress=False).metrics["hr@10"]
+    seen = np.asarray(target.seen_matrix(target.history("test")).sum(1)).ravel()
+    random_hr = float(np.minimum(1.0, 10 / (target.n_items - seen)).mean())  # a random ranking's expected HR@10
+    assert hr > 1.5 * random_hr
+
+    ids = trained.item_ids
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(trained.model.catalog(), dim=1)
+    cold = ids.index(TOY_STORY_3)
+    similarity = unit @ unit[cold]
+    similarity[cold] = -1.0
+    ranked = [ids[i] for i in similarity.argsort(descending=True).tolist()]
+    assert min(ranked.index(TOY_STORY), ranked.index(TOY_STORY_2)) < 5
+
+
+def test_adapter_trains_only_what_it_says(pretrained):
+    found = pretrained[0]
+    adapter_trains = TransferConfig().adapter_trains
+    trained, result, info = transfer_model(found, _movielens(), _item_text(), "adapter", ONE_EPOCH, seed=0,
+                                           adapter_trains=adapter_trains)
+    assert result.epochs == 1 and result.best_epoch == 1  # the epoch beat the zero-shot start
+    assert 0 < info["trainable_share"] < 1
+    learned = frozen = 0
+    for name, value in trained.model.state_dict().items():
+        if name in per_catalog_names(trained.model) or name == "domain.weight":
+            continue
+        if any(name.startswith(p + ".") for p in adapter_trains):
+            learned += not torch.equal(value, found.state[name])
+        else:
+            assert torch.equal(value, found.state[name]), name  # bit for bit the foundation's
+            frozen += 1
+    assert learned and frozen
+    # The old domains' rows never moved; the target's new row learned.
+    rows = found.state["domain.weight"].shape[0]
+    assert torch.equal(trained.model.domain.weight[:rows], found.state["domain.weight"])
+    assert trained.model.domain.weight[rows:].any()
+    assert all(p.requires_grad for p in trained.model.parameters())  # unfrozen again for whoever uses it next
+
+
+def test_full_mode_trains_everything(pretrained):
+    trained, result, info = transfer_model(pretrained[0], _movielens(), _item_text(), "full", ONE_EPOCH, seed=0)
+    assert info["trainable_share"] == 1.0
+    if result.best_epoch:
+        assert not torch.equal(trained.model.blocks[0].attn.qkv.weight, pretrained[0].state["blocks.0.attn.qkv.weight"])
+
+
+def test_cli_pretrains_a_foundation_then_serves_an_unseen_catalog_zero_shot(sources, tmp_path):
+    from click.testing import CliRunner
+
+    from components.cli import cli
+
+    listed = []
+    for (data, text), domain in zip(sources, ("comedies", "dramas")):
+        (tmp_path / domain).mkdir()
+        split_dir, features_dir = write_inputs(data, text, tmp_path / domain)
+        listed.append(f"{{split: {split_dir}, features: {features_dir}, domain: {domain}}}")
+    (tmp_path / "target").mkdir()
+    split_dir, features_dir = write_inputs(_movielens(), _item_text(), tmp_path / "target")
+    repo = Path(__file__).resolve().parents[2]
+    common = ["--params", str(repo / "params.yaml"), "--set", "tracking.uri=null",
+              "--set", f"paths.models={tmp_path / 'models'}", "--set", f"paths.reports={tmp_path / 'reports'}",
+              "--set", f"paths.split={split_dir}", "--set", f"paths.features={features_dir}"]
+    tiny = ["model.dim=32", "model.layers=1", "model.heads=2", "model.max_len=30", "model.text_hidden=64"]
+    pretrained = CliRunner().invoke(cli, ["foundation", *common, "--set", f"foundation.sources=[{', '.join(listed)}]",
+                                          "--set", "pretrain.epochs=1", "--set", "pretrain.threads=2",
+                                          *[a for t in tiny for a in ("--set", t)]])
+    assert pretrained.exit_code == 0, pretrained.output
+    assert "2 catalogs" in pretrained.output
+    assert load_foundation(tmp_path / "models" / FOUNDATION_DIR).vocab.domains[:2] == ["comedies", "dramas"]
+
+    served = CliRunner().invoke(cli, ["transfer", "--mode", "zero-shot", *common,
+                                      "--set", f"transfer.foundation={tmp_path / 'models' / FOUNDATION_DIR}"])
+    assert served.exit_code == 0, served.output
+    assert "transfer (zero-shot)" in served.output and "0 of" in served.output
+    report = json.loads((tmp_path / "reports" / "transfer.json").read_text())
+    assert report["mode"] == "zero-shot" and report["trainable_parameters"] == 0
+    assert load_trained(tmp_path / "models" / FINETUNED_DIR).item_ids == _movielens().items["item_id"].tolist()
+
+    missing = CliRunner().invoke(cli, ["transfer", *common, "--set", f"transfer.foundation={tmp_path / 'nowhere'}"])
+    assert missing.exit_code != 0 and "recloop foundation" in missing.output
+
+
+def test_foundation_registers_as_its_own_model_and_comes_back(pretrained, tmp_path):
+    from components.models.foundation import save_foundation
+    from components.registry.foundation import foundation_folder, register_foundation
+
+    save_foundation(pretrained[0], tmp_path / "foundation", {"valid_ndcg@10": 0.1})
+    registry = RegistryConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="foundations")
+    version = register_foundation(registry, "recloop-foundation", tmp_path / "foundation", {"valid_ndcg@10": 0.1})
+    assert version == 1
+    back = load_foundation(foundation_folder(registry, "models:/recloop-foundation/latest", tmp_path / "fetched"))
+    assert back.vocab == pretrained[0].vocab
+    assert all(torch.equal(back.state[k], v) for k, v in pretrained[0].state.items())
