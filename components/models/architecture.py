@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components.config import ModelConfig
 from components.features.item_sources import ItemSources
-from components.models.model import RecloopConfig
+from components.models.shape import RecloopConfig
 from components.models.vocab import Vocab
 
 # ModelConfig knobs that shape the vocabulary (fit_vocab), not the network: they reach the model as sizes.

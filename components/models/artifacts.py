@@ -25,7 +25,8 @@ import torch
 
 from components.atomic import staged_dir
 from components.errors import RecloopError
-from components.models.model import Recloop, RecloopConfig
+from components.models.model import Recloop
+from components.models.shape import RecloopConfig
 from components.models.vocab import Vocab
 
 PRETRAINED_DIR = "pretrained"

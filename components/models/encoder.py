@@ -21,14 +21,11 @@ earlier output, and with right padding a real position never sees padding.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from components.models.model import RecloopConfig
+from components.models.shape import RecloopConfig
 
 ENCODERS = ("attention", "bsarec")
 

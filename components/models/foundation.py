@@ -30,7 +30,8 @@ from components.models.artifacts import (
     load_config,
 )
 from components.models.catalog import check_text, load_catalog, parameter_groups, per_catalog_names
-from components.models.model import Recloop, RecloopConfig
+from components.models.model import Recloop
+from components.models.shape import RecloopConfig
 from components.models.vocab import Vocab
 
 

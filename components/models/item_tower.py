@@ -19,14 +19,11 @@ buffers, saved with the weights, so a loaded model scores without the feature fi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from components.models.model import RecloopConfig
+from components.models.shape import RecloopConfig
 
 
 def vector_adapter(width: int, config: RecloopConfig) -> nn.Sequential:

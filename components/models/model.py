@@ -33,6 +33,7 @@ from torch import nn
 
 from components.models.encoder import Block
 from components.models.item_tower import ItemTower
+from components.models.shape import RecloopConfig
 from components.models.softmax import full_softmax_cross_entropy
 
 # Time context vocabulary sizes; 0 is padding in each. Gap buckets: 1 = first interaction,
@@ -40,50 +41,6 @@ from components.models.softmax import full_softmax_cross_entropy
 GAP_BUCKETS = 24
 HOURS = 25
 WEEKDAYS = 8
-
-@dataclass
-class RecloopConfig:
-    """Everything that fixes the model's shape: the model params plus sizes learned from the data.
-
-    No field has a default: whoever builds one (`components/models/architecture.py`, or a saved
-    config.json) names every field, so a knob can never silently fall back to a default.
-    """
-
-    n_items: int
-    text_dim: int
-    # Attribute vocabulary plus the padding row, and attribute slots per item.
-    n_attributes: int
-    max_item_attributes: int
-    n_events: int
-    n_value_buckets: int
-    n_domains: int
-    profile_sizes: list[int]
-    rating_mean: float
-    rating_std: float
-    dim: int
-    layers: int
-    heads: int
-    dropout: float
-    max_len: int
-    use_id: bool
-    use_text: bool
-    use_attributes: bool
-    use_context: bool
-    use_profile: bool
-    id_dropout: float
-    text_hidden: int
-    # The encoder's token mixing (`models/encoder.py`): "attention" or "bsarec", and the filter's knobs.
-    encoder: str
-    filter_alpha: float
-    filter_c: int
-    # Item-side sources beyond ID, text and attributes (`models/item_tower.py`).
-    use_kg: bool
-    kg_relations: list[str]  # relation names; codes 1..R forward, R+1..2R their inverses
-    n_entities: int
-    kg_neighbours: int  # one-hop (relation, entity) slots per item
-    kg_two_hop: int  # two-hop (relation, relation, entity) slots per item
-    extra_sources: dict[str, int]  # extra vector table name -> width
-    source_gates: bool  # a learned gate per source instead of the plain sum
 
 
 @dataclass

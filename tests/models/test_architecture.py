@@ -11,7 +11,8 @@ from components.config import FinetuneWeights, ModelConfig, PretrainWeights
 from components.models.architecture import DATA_KNOBS, VOCAB_KNOBS, recloop_config
 from components.models.artifacts import CONFIG_FILE, WEIGHTS_FILE, TrainedModel, load_trained, save_trained
 from components.models.catalog import build_model
-from components.models.model import TASKS, RecloopConfig
+from components.models.model import TASKS
+from components.models.shape import RecloopConfig
 from components.models.vocab import fit_vocab
 
 
