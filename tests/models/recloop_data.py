@@ -28,18 +28,27 @@ TINY_FINETUNE = FinetuneConfig(epochs=2, batch_size=64, lr=1e-3, patience=2, thr
 
 def movielens_split(max_user: int = 300, top_items: int = 300) -> SplitData:
     ratings = pd.read_csv(ML_SMALL / "ratings.csv")
-    ratings = ratings[ratings["userId"] <= max_user]
+    interactions, keep = rated_interactions(ratings[ratings["userId"] <= max_user], top_items)
+    movies = pd.read_csv(ML_SMALL / "movies.csv")
+    return leave_one_out_split(movies[movies["movieId"].isin(keep) | (movies["movieId"] == int(TOY_STORY_3))],
+                               interactions)
+
+
+def rated_interactions(ratings: pd.DataFrame, top_items: int) -> tuple[pd.DataFrame, pd.Index]:
+    """The ratings of the `top_items` most rated movies by users with at least 5 of them, as interactions."""
     keep = ratings["movieId"].value_counts().index[:top_items]
     ratings = ratings[ratings["movieId"].isin(keep)]
     ratings = ratings[ratings.groupby("userId")["movieId"].transform("size") >= 5]
-    interactions = pd.DataFrame({
+    return pd.DataFrame({
         "user_id": ratings["userId"].astype(str), "item_id": ratings["movieId"].astype(str),
         "timestamp": ratings["timestamp"].astype("int64"), "event": "rate",
-        "value": ratings["rating"].astype(float), "domain": "movies"})
+        "value": ratings["rating"].astype(float), "domain": "movies"}), keep
+
+
+def leave_one_out_split(movies: pd.DataFrame, interactions: pd.DataFrame) -> SplitData:
+    """Per user by time: the last interaction is test, the one before valid, the rest train."""
     ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     from_end = ordered.groupby("user_id").cumcount(ascending=False)
-    movies = pd.read_csv(ML_SMALL / "movies.csv")
-    movies = movies[movies["movieId"].isin(keep) | (movies["movieId"] == int(TOY_STORY_3))]
     items = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
                           "categories": movies["genres"].str.split("|"), "domain": "movies"})
     users = pd.DataFrame({"user_id": sorted(interactions["user_id"].unique())})

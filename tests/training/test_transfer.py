@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from recloop_data import ML_SMALL, TINY_MODEL, TINY_PRETRAIN, TOY_STORY, TOY_STORY_2, TOY_STORY_3
-from recloop_data import _item_text, _movielens, write_inputs
+from recloop_data import _item_text, _movielens, leave_one_out_split, rated_interactions, write_inputs
 
 from components.config import FinetuneConfig, RegistryConfig, TransferConfig
 from components.data.dataset import SplitData
@@ -38,22 +38,8 @@ def source_split(genre: str, exclude: set[str], top_items: int = 200) -> SplitDa
     ratings = pd.read_csv(ML_SMALL / "ratings.csv")
     movies = pd.read_csv(ML_SMALL / "movies.csv")
     movies = movies[(movies["genres"].str.split("|").str[0] == genre) & ~movies["movieId"].astype(str).isin(exclude)]
-    ratings = ratings[ratings["movieId"].isin(movies["movieId"])]
-    keep = ratings["movieId"].value_counts().index[:top_items]
-    ratings = ratings[ratings["movieId"].isin(keep)]
-    ratings = ratings[ratings.groupby("userId")["movieId"].transform("size") >= 5]
-    interactions = pd.DataFrame({
-        "user_id": ratings["userId"].astype(str), "item_id": ratings["movieId"].astype(str),
-        "timestamp": ratings["timestamp"].astype("int64"), "event": "rate",
-        "value": ratings["rating"].astype(float), "domain": "movies"})
-    ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
-    from_end = ordered.groupby("user_id").cumcount(ascending=False)
-    movies = movies[movies["movieId"].isin(keep)]
-    items = pd.DataFrame({"item_id": movies["movieId"].astype(str), "title": movies["title"], "text": "",
-                          "categories": movies["genres"].str.split("|"), "domain": "movies"})
-    users = pd.DataFrame({"user_id": sorted(interactions["user_id"].unique())})
-    return SplitData.from_frames(items, users, ordered[from_end >= 2], ordered[from_end == 1],
-                                 ordered[from_end == 0])
+    interactions, keep = rated_interactions(ratings[ratings["movieId"].isin(movies["movieId"])], top_items)
+    return leave_one_out_split(movies[movies["movieId"].isin(keep)], interactions)
 
 
 @functools.cache
