@@ -452,6 +452,9 @@ class ServeConfig(Section):
     workers: int = Field(1, ge=1)
     # Each worker checks the registry's champion alias this often and switches to a new one (0: only /reload).
     watch_seconds: float = Field(30.0, ge=0)
+    # Exploration over each answer's candidates (components/policy/exploration.py), seeded by the request
+    # id; every served item carries its propensity. kind none: the top k, as without exploration.
+    exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig())
 
 
 MonitorSignal = Literal["data_drift", "unseen_items", "unseen_users", "text_drift", "prediction_drift", "quality"]

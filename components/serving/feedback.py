@@ -7,8 +7,10 @@ the same table, the same promise.
 Monitoring (prediction drift) and continual training read it with `read_feedback`. One row per
 (request, item, event):
   request_id, user_id, item_id, rank, score, like_prob, timestamp, event, value, domain, source,
-  model_version
-`source` is "server" for what `recommend` served (event "impression", with rank/score/like_prob)
+  model_version, propensity
+`source` is "server" for what `recommend` served (event "impression", with rank/score/like_prob and
+the propensity with which serve.exploration showed the item at that rank; null in logs written before
+the column existed, which `open_sqlite` and the PostgreSQL store add to an existing table)
 and "client" for events posted to `feedback` (impression, click, like, dislike, rating, purchase...).
 
 Durability: SQLite runs a WAL journal with synchronous=FULL, PostgreSQL synchronous commits, so a
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     import psycopg
 
 FEEDBACK_COLUMNS = ["request_id", "user_id", "item_id", "rank", "score", "like_prob", "timestamp", "event",
-                    "value", "domain", "source", "model_version"]
+                    "value", "domain", "source", "model_version", "propensity"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,7 +65,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     domain TEXT,
     source TEXT NOT NULL,
     model_version TEXT,
-    logged_at REAL NOT NULL
+    logged_at REAL NOT NULL,
+    propensity REAL
 )"""
 # A whole batch is one JSON array of rows bound to one statement: SQLite runs it in one call, so the
 # writer thread lets go of the GIL once per commit instead of once per row (with the server's event
@@ -72,7 +75,7 @@ _INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at) SEL
            + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(FEEDBACK_COLUMNS) + 1))
            + " FROM json_each(?)")
 # Served answers: one JSON array of [request_id, user_id, model_version, timestamp, domain, logged_at,
-# [[item_id, rank, score, like_prob], ...]], one impression row per item. MATERIALIZED: each answer's
+# [[item_id, rank, score, like_prob, propensity], ...]], one impression row per item. MATERIALIZED: each answer's
 # fields are extracted once, not once per item (half the writer's time).
 _INSERT_SERVED = f"""WITH a AS MATERIALIZED (
     SELECT json_extract(value, '$[0]') AS request_id, json_extract(value, '$[1]') AS user_id,
@@ -83,7 +86,7 @@ _INSERT_SERVED = f"""WITH a AS MATERIALIZED (
 INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at)
 SELECT a.request_id, a.user_id, json_extract(i.value, '$[0]'), json_extract(i.value, '$[1]'),
        json_extract(i.value, '$[2]'), json_extract(i.value, '$[3]'), a.timestamp, 'impression', 1.0, a.domain,
-       'server', a.model_version, a.logged_at
+       'server', a.model_version, json_extract(i.value, '$[4]'), a.logged_at
 FROM a, json_each(a.items) AS i"""
 # Events that say the user liked the item, for turning the log into training interactions.
 POSITIVE_EVENTS = ("click", "like", "purchase", "add_to_cart")
@@ -115,7 +118,15 @@ def open_sqlite(path: Path) -> sqlite3.Connection:
     # FULL: the WAL is fsynced at every commit, so an acknowledged event is on disk.
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(_SCHEMA)
+    _add_propensity(conn)
     return conn
+
+
+def _add_propensity(conn: sqlite3.Connection) -> None:
+    """Give a log created before the propensity column that column (null in its older rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(feedback)")}
+    if columns and "propensity" not in columns:
+        conn.execute("ALTER TABLE feedback ADD COLUMN propensity REAL")
 
 
 class _SqliteStore:
@@ -220,7 +231,8 @@ class FeedbackLog:
         if self._thread is None:
             raise RuntimeError("FeedbackLog.submit_served called before open()")
         self._served.append(_json([answer.request_id, answer.user_id, answer.model_version, timestamp, domain,
-                                   time.time(), [[i.item_id, i.rank, i.score, i.like_prob] for i in answer.items]]))
+                                   time.time(), [[i.item_id, i.rank, i.score, i.like_prob, i.propensity]
+                                                 for i in answer.items]]))
 
     def append(self, rows: list[dict], timeout: float = 30.0) -> None:
         """Write rows and return only after they are durably committed."""
@@ -297,7 +309,8 @@ def read_feedback(path: Path | str, since: float | None = None) -> pd.DataFrame:
     """The whole log (or rows with timestamp >= `since`) as a DataFrame with FEEDBACK_COLUMNS.
 
     `path`: the SQLite file or a postgresql:// URL. Types: ids and text as str (user_id/request_id may
-    be None), rank as nullable Int64, score/like_prob/value as float, timestamp as int64 seconds.
+    be None), rank as nullable Int64, score/like_prob/value/propensity as float (propensity NaN where not
+    logged), timestamp as int64 seconds.
     Safe while the server writes.
     """
     sql = f"SELECT {', '.join(FEEDBACK_COLUMNS)} FROM feedback"
@@ -313,6 +326,7 @@ def read_feedback(path: Path | str, since: float | None = None) -> pd.DataFrame:
         # Not mode=ro: after a crash the first reader must replay the WAL index, which needs write access.
         conn = sqlite3.connect(path, timeout=30.0)
         try:
+            _add_propensity(conn)
             args: tuple = ()
             if since is not None:
                 sql += " WHERE timestamp >= ?"
@@ -320,8 +334,8 @@ def read_feedback(path: Path | str, since: float | None = None) -> pd.DataFrame:
             frame = pd.read_sql_query(sql + " ORDER BY id", conn, params=args)
         finally:
             conn.close()
-    return frame.astype({"rank": "Int64", "score": "float64", "like_prob": "float64", "timestamp": "int64",
-                         "value": "float64", "item_id": str, "event": str, "source": str})
+    return frame.astype({"rank": "Int64", "score": "float64", "like_prob": "float64", "propensity": "float64",
+                         "timestamp": "int64", "value": "float64", "item_id": str, "event": str, "source": str})
 
 
 def _read_postgres(url: str, sql: str, args: tuple) -> list[tuple]:
@@ -329,6 +343,7 @@ def _read_postgres(url: str, sql: str, args: tuple) -> list[tuple]:
 
     try:
         with pg.connect(url, create=False) as conn:
+            pg.add_propensity(conn)
             return conn.execute(sql, args).fetchall()
     except psycopg.errors.UndefinedTable:
         raise RecloopError(f"feedback store {pg.redacted(url)} holds no feedback table: start the service "

@@ -34,27 +34,30 @@ CREATE TABLE IF NOT EXISTS feedback (
     domain TEXT,
     source TEXT NOT NULL,
     model_version TEXT,
-    logged_at DOUBLE PRECISION NOT NULL
+    logged_at DOUBLE PRECISION NOT NULL,
+    propensity DOUBLE PRECISION
 )"""
 # Rotation and "events since the bundle was built" select by logging time.
 INDEX = "CREATE INDEX IF NOT EXISTS feedback_logged_at ON feedback (logged_at)"
 # feedback.FEEDBACK_COLUMNS, in its order.
 _COLUMNS = ("request_id, user_id, item_id, rank, score, like_prob, timestamp, event, value, domain, source, "
-            "model_version")
+            "model_version, propensity")
 # Rows come as one JSON array of arrays in FEEDBACK_COLUMNS order (+ logged_at), as for SQLite: one
 # statement per commit. WITH ORDINALITY keeps their order, so ids follow submission order.
 INSERT = f"""INSERT INTO feedback ({_COLUMNS}, logged_at)
 SELECT r->>0, r->>1, r->>2, (r->>3)::integer, (r->>4)::float8, (r->>5)::float8, (r->>6)::numeric::bigint, r->>7,
-       (r->>8)::float8, r->>9, r->>10, r->>11, (r->>12)::float8
+       (r->>8)::float8, r->>9, r->>10, r->>11, (r->>12)::float8, (r->>13)::float8
 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n"""
 # Served answers: [request_id, user_id, model_version, timestamp, domain, logged_at, [[item_id, rank,
-# score, like_prob], ...]], one impression row per item.
+# score, like_prob, propensity], ...]], one impression row per item.
 INSERT_SERVED = f"""INSERT INTO feedback ({_COLUMNS}, logged_at)
 SELECT a->>0, a->>1, i->>0, (i->>1)::integer, (i->>2)::float8, (i->>3)::float8, (a->>3)::numeric::bigint,
-       'impression', 1.0, a->>4, 'server', a->>2, (a->>5)::float8
+       'impression', 1.0, a->>4, 'server', a->>2, (i->>4)::float8, (a->>5)::float8
 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS s(a, n),
      jsonb_array_elements(a->6) WITH ORDINALITY AS t(i, m)
 ORDER BY n, m"""
+# A table created before the propensity column gets it (null in its older rows).
+ADD_PROPENSITY = "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS propensity DOUBLE PRECISION"
 # SHARE ROW EXCLUSIVE conflicts with itself (one committing writer at a time) but not with reads.
 LOCK = "LOCK TABLE feedback IN SHARE ROW EXCLUSIVE MODE"
 
@@ -85,10 +88,21 @@ def connect(url: str, create: bool = True, timeout: float = 10.0) -> psycopg.Con
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 conn.execute(SCHEMA)
                 conn.execute(INDEX)
+                add_propensity(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def add_propensity(conn: psycopg.Connection) -> None:
+    """Add the propensity column to an existing feedback table that lacks it (checked first: the ALTER
+    takes an exclusive lock even when the column is there)."""
+    columns = {row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'feedback'").fetchall()}
+    if columns and "propensity" not in columns:
+        conn.execute(ADD_PROPENSITY)
 
 
 def commit(conn: psycopg.Connection, rows: str | None, served: str | None) -> None:

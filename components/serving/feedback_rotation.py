@@ -25,8 +25,8 @@ from components.serving import feedback_postgres as pg
 from components.serving.feedback import FEEDBACK_COLUMNS, open_sqlite, store_location
 
 ARCHIVE_COLUMNS = ["id", *FEEDBACK_COLUMNS, "logged_at"]
-_TYPES = {"id": "int64", "rank": "Int64", "score": "float64", "like_prob": "float64", "timestamp": "int64",
-          "value": "float64", "logged_at": "float64"}
+_TYPES = {"id": "int64", "rank": "Int64", "score": "float64", "like_prob": "float64", "propensity": "float64",
+          "timestamp": "int64", "value": "float64", "logged_at": "float64"}
 
 
 @dataclass

@@ -11,6 +11,13 @@ runs the encoder on every request. Stored states come from the model's own seque
 
 Cold start (no usable history): with `text`, the language model matches it against the item
 texts; without, the most popular items (in the context's or filter's domain when given).
+
+Exploration (`serve.exploration`, components/policy/exploration.py): the k shown items are drawn from
+the answer's candidates (the user's precomputed ones the filters let through, or the best `candidates`
+allowed items), seeded by the request's `request_id` (a new random one when missing; the answer
+carries it, so a replay with that id gets the same list). Each item carries its propensity (1.0 with
+kind none, which shows the top k exactly as without exploration). An epsilon policy with fewer than 2k
+candidates left by the filters serves that answer's top k with policy "none".
 """
 from __future__ import annotations
 
@@ -24,10 +31,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from components.config import ExplorationConfig
 from components.data.dataset import SplitData
+from components.errors import RecloopError
 from components.features.text import TextEncoder
 from components.models.sequences import history_sequences, profile_codes
 from components.models.vocab import codes
+from components.policy import exploration as policies
 from components.serving.ann import AnnIndex
 from components.serving.bundle import Bundle
 from components.serving.facts import FactFinder
@@ -73,8 +83,15 @@ class BundleRecommender:
     is a dict of immutable entries, replaced whole)."""
 
     def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100,
-                 fresh: AcknowledgedEvents | None = None, ann_above: int | None = None):
+                 fresh: AcknowledgedEvents | None = None, ann_above: int | None = None,
+                 exploration: ExplorationConfig | None = None):
         self.bundle = bundle
+        self.exploration = exploration or ExplorationConfig()
+        if self.exploration.fresh_share:
+            raise RecloopError("serve.exploration.fresh_share is not supported by the service (its catalog has no "
+                               "fresh items apart from the candidates); set it to 0")
+        self.policy = policies.describe_policy(self.exploration)
+        self.exploring = self.exploration.kind != "none"
         self.ann_above = ann_above  # catalogs larger than this retrieve through an ANN index (serve.ann_above)
         self.version = version
         self.encoder = encoder or TextEncoder(bundle.encoder, bundle.meta.get("encoder_max_length", 128))
@@ -203,23 +220,27 @@ class BundleRecommender:
             if known is not None:
                 picked = self._from_candidates(request, known)
                 if picked is not None:
-                    return self._answer(request, user_row, "history", *picked, known.history, unknown)
+                    return self._answer(request, user_row, "history", *self._explore(request, *picked),
+                                        known.history, unknown)
             state, history = (known.state, known.history) if known is not None else (None, np.zeros(0, np.int64))
         allowed = self._allowed(request.filters, request.context.domain if state is None else None)
         if request.exclude_seen and len(history):
             allowed[history] = False
 
+        # Exploring draws from the best `candidates` allowed items (at least 2k), not only the top k.
+        n_pool = max(self.candidates, 2 * request.k) if self.exploring else request.k
         if state is not None:
             strategy, scores = "history", (self.vectors @ state if self.ann is None
-                                           else self.ann.scores(state, allowed, request.k))
+                                           else self.ann.scores(state, allowed, n_pool))
         elif request.text is not None:
             strategy, scores = "text", self.bundle.item_text @ self._encode(request.text)
             allowed &= self.text_rows
         else:
             strategy, scores = "popularity", self.popularity.copy()
-        top = top_k(scores, allowed, request.k)
+        pool = top_k(scores, allowed, n_pool)
+        top, _, _, shown = self._explore(request, pool, scores[pool], None)
         like = self._like(state, top) if state is not None else None
-        return self._answer(request, user_row, strategy, top, scores[top], like, history, unknown)
+        return self._answer(request, user_row, strategy, top, scores[top], like, shown, history, unknown)
 
     def user_state(self, user_id: str | None, user_row: int | None) -> UserState | None:
         """The user's state after stored history + acknowledged events: precomputed when nothing
@@ -242,30 +263,48 @@ class BundleRecommender:
 
     def _from_candidates(self, request: RecommendRequest,
                          known: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(items, scores, like probabilities) from the user's precomputed candidates, or None when
-        the filters leave fewer than k of them."""
+        """(items, scores, like probabilities) from the user's precomputed candidates the filters let
+        through (the first k; all of them when exploring), or None when fewer than k are left."""
         allowed = self._allowed(request.filters, None)
         if request.exclude_seen and len(known.history):
             allowed[known.history] = False
-        keep = np.flatnonzero(allowed[known.items])[:request.k]
+        keep = np.flatnonzero(allowed[known.items])
+        if not self.exploring:
+            keep = keep[:request.k]
         if len(keep) < min(request.k, int(np.count_nonzero(allowed))):
             return None
         return known.items[keep], known.scores[keep], known.likes[keep]
 
+    def _explore(self, request: RecommendRequest, items: np.ndarray, scores: np.ndarray, likes: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, str, np.ndarray]]:
+        """The k shown items (slot order), their scores and likes, and (request id, policy, propensities);
+        `items` are the candidates best first."""
+        request_id = request.request_id or uuid.uuid4().hex
+        k = min(request.k, len(items))
+        cfg = self.exploration
+        if not self.exploring or (cfg.kind == "epsilon" and cfg.epsilon > 0 and len(items) < 2 * k):
+            return (items[:k], scores[:k], None if likes is None else likes[:k],
+                    (request_id, "none", np.ones(k)))
+        slate = policies.rank(cfg, scores, k, request_id)
+        return (items[slate.items], scores[slate.items], None if likes is None else likes[slate.items],
+                (request_id, self.policy, slate.propensity))
+
     def _answer(self, request: RecommendRequest, user_row: int | None, strategy: str, top: np.ndarray,
-                scores: np.ndarray, like: np.ndarray | None, history: np.ndarray,
-                unknown: list[str]) -> RecommendResponse:
+                scores: np.ndarray, like: np.ndarray | None, shown: tuple[str, str, np.ndarray],
+                history: np.ndarray, unknown: list[str]) -> RecommendResponse:
         # One validation of plain dicts: pydantic's compiled validator builds the 11 models in half the
         # time that 11 Python-level model_construct calls take (22 vs 45 us).
+        request_id, policy, propensity = shown
         likes = [None] * len(top) if like is None else like.tolist()
-        items = [{"item_id": self.ids[i], "title": self.titles[i], "rank": rank + 1, "score": score,
-                  "categories": self.categories[i], "like_prob": like_prob,
+        items = [{"item_id": self.ids[i], "title": self.titles[i], "rank": slot + 1, "score": score,
+                  "categories": self.categories[i], "like_prob": like_prob, "propensity": p,
                   "explanation": self._explain(strategy, i, history, score) if request.explain else None}
-                 for rank, (i, score, like_prob) in enumerate(zip(top.tolist(), scores.tolist(), likes))]
+                 for slot, (i, score, like_prob, p) in enumerate(zip(top.tolist(), scores.tolist(), likes,
+                                                                     propensity.tolist()))]
         return RecommendResponse.model_validate({
-            "request_id": uuid.uuid4().hex, "user_id": request.user_id, "strategy": strategy,
+            "request_id": request_id, "user_id": request.user_id, "strategy": strategy,
             "known_user": user_row is not None, "history_used": len(history), "unknown_items": unknown,
-            "model_version": self.version, "items": items})
+            "model_version": self.version, "policy": policy, "items": items})
 
     def similar_items(self, request: SimilarRequest) -> SimilarResponse:
         """Items like `item_id` (item-tower cosine), or matching `text` (language-model cosine)."""

@@ -58,6 +58,9 @@ class RecommendRequest(Schema):
     filters: Filters = Filters()
     exclude_seen: bool = True
     explain: bool = False
+    request_id: str | None = Field(None, min_length=1, max_length=128,
+                                   description="seeds serve.exploration: the same id gets the same list; "
+                                               "missing: a new random id (answered, so it can be replayed)")
 
 
 class Because(Schema):
@@ -91,6 +94,8 @@ class RecommendedItem(Schema):
     like_prob: float | None = Field(None, description="the like head's probability; null for cold-start answers")
     categories: list[str] = []
     explanation: Explanation | None = None
+    propensity: float | None = Field(None, description="probability that the serving policy shows this item at "
+                                                       "this rank (1.0 without exploration)")
 
 
 class RecommendResponse(Schema):
@@ -101,6 +106,7 @@ class RecommendResponse(Schema):
     history_used: int
     unknown_items: list[str] = Field(description="history item ids not in the catalog, ignored")
     model_version: str
+    policy: str = Field("none", description="the serving policy and its parameters (serve.exploration)")
     items: list[RecommendedItem]
 
 

@@ -89,7 +89,8 @@ def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=Non
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
     fresh = AcknowledgedEvents(store_location(serve), since=float(bundle.meta.get("created_at", 0))).open()
-    return BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above).prepare()
+    return BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above,
+                             exploration=serve.exploration).prepare()
 
 
 # Measured on 2 cores (docs/serving.md): serve.workers (default one; two nearly doubled throughput
