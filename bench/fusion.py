@@ -1,7 +1,7 @@
 """recloop with and without the knowledge graph in the item tower: quality, tail, cold items, explanations.
 
-Prepares the embedded MovieLens latest-small (ingest -> validate -> split -> featurize, cached in
-bench/work/) in one of two splits: `default` (params.yaml's: overall and tail quality) or `cold` (2% of
+Prepares the embedded MovieLens latest-small (ingest -> validate -> split -> featurize, cached in the
+bench's work folder) in one of two splits: `default` (params.yaml's: overall and tail quality) or `cold` (2% of
 the items held out of training: the cold slice. 10%, the issue's share, holds out nearly every valid and
 test target of this small catalog, so validation sees only cold items and early stopping ends training
 on noise within six epochs). It validates the MKR/Satori movie graph against the catalog (`recloop

@@ -1,7 +1,7 @@
 """recloop's model on public benchmarks: quality, time to quality, memory, cold-start and long-tail slices.
 
-Prepares the dataset like bench/quality.py (ingest -> validate -> split -> featurize, cached in
-bench/work/), then trains each named variant (pretrain, then multi-task fine-tuning; see
+Prepares the dataset like bench/quality.py (ingest -> validate -> split -> featurize, cached in the
+bench's work folder), then trains each named variant (pretrain, then multi-task fine-tuning; see
 components/training/variants.py VARIANTS) through the library functions, and evaluates it on the
 test targets with the full-ranking evaluator. After every epoch of both stages the test NDCG@10 is
 recorded next to the elapsed training seconds (only recorded: epochs are chosen on valid), which

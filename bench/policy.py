@@ -1,8 +1,8 @@
 """Exploration, off-policy evaluation and policy learning on the replay simulator
 (components/continual/policy_replay.py).
 
-A champion is trained on MovieLens latest-small before `simulate.cutoff` (cached under
-bench/work/policy/ by params), then `policy.replay.windows` windows are replayed: each request's
+A champion is trained on MovieLens latest-small before `simulate.cutoff` (cached in the
+bench's work folder by params), then `policy.replay.windows` windows are replayed: each request's
 candidates and really-liked items come from the data, clicks from the documented position bias.
   ope:     for each logging -> target pair and seed, serve the logging policy, estimate the target's
            position-weighted value (DCG weights) with IPS / SNIPS / DR from the log, and compare with
@@ -68,7 +68,7 @@ def champion_for(params, base, text_of):
     """The champion trained before the cutoff, cached by the params that shape it."""
     key = hashlib.sha256(json.dumps([params.model.model_dump(mode="json"), params.finetune.model_dump(mode="json"),
                                      params.simulate.model_dump(mode="json"), params.seed]).encode()).hexdigest()[:12]
-    folder = Path("bench/work/policy") / f"champion-{key}"
+    folder = Path("bench", "work", "policy", f"champion-{key}")
     if (folder / WEIGHTS_FILE).exists():
         return load_trained(folder), 0.0
     t0 = time.perf_counter()

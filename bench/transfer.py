@@ -8,8 +8,8 @@ valid/test rows; their train rows are missing) and MovieLens 100K (titles, genre
 `magazine` adds Magazine_Subscriptions (reviews + metadata). Never Industrial_and_Scientific: the
 same Amazon category as the target.
 
-Each source and the target are prepared once (ingest -> validate -> split -> featurize) under
-bench/work/; the foundation is pretrained once per sources and params (bench/work/transfer-foundation/).
+Each source and the target are prepared once (ingest -> validate -> split -> featurize) in the
+bench's work folder (bench/work); the foundation is pretrained once per sources and params (bench/work/transfer-foundation/).
 Every row is one run and one JSON in bench/results/transfer/; run rows as separate processes:
 
     .venv/bin/python bench/transfer.py --row foundation --set pretrain.max_minutes=6

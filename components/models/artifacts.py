@@ -70,6 +70,15 @@ def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
 
 
+def require_files(model_dir: Path, files: tuple[str, ...], hint: str) -> Path:
+    """`model_dir` as a Path once every one of `files` is in it; otherwise a RecloopError naming the missing ones."""
+    model_dir = Path(model_dir)
+    missing = [f for f in files if not (model_dir / f).exists()]
+    if missing:
+        raise RecloopError(f"{model_dir} lacks {', '.join(missing)}: {hint}")
+    return model_dir
+
+
 def load_config(model_dir: Path) -> RecloopConfig:
     """A saved model's (or foundation's) config; fields added since it was saved take their old behaviour."""
     return RecloopConfig(**{**ADDED_CONFIG_FIELDS, **json.loads((Path(model_dir) / CONFIG_FILE).read_text())})
@@ -77,11 +86,8 @@ def load_config(model_dir: Path) -> RecloopConfig:
 
 def load_trained(model_dir: Path) -> TrainedModel:
     """Rebuild a saved model (in eval mode) with its vocabulary and item ids."""
-    model_dir = Path(model_dir)
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, ITEM_IDS_FILE) if not (model_dir / f).exists()]
-    if missing:
-        raise RecloopError(f"{model_dir} lacks {', '.join(missing)}: run `recloop pretrain` / "
-                           "`recloop finetune` first")
+    model_dir = require_files(model_dir, (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, ITEM_IDS_FILE),
+                              "run `recloop pretrain` / `recloop finetune` first")
     model = Recloop(load_config(model_dir))
     weights = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict({_current_name(name): value for name, value in weights.items()})

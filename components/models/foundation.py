@@ -28,6 +28,7 @@ from components.models.artifacts import (
     WEIGHTS_FILE,
     TrainedModel,
     load_config,
+    require_files,
 )
 from components.models.catalog import check_text, load_catalog, parameter_groups, per_catalog_names
 from components.models.model import Recloop
@@ -66,11 +67,9 @@ def save_foundation(foundation: Foundation, out_dir: Path, metrics: dict) -> Non
 
 
 def load_foundation(model_dir: Path) -> Foundation:
-    model_dir = Path(model_dir)
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, SOURCES_FILE) if not (model_dir / f).exists()]
-    if missing:
-        raise RecloopError(f"{model_dir} is not a foundation folder (lacks {', '.join(missing)}): "
-                           "run `recloop foundation` first, or point transfer.foundation at one")
+    model_dir = require_files(model_dir, (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, SOURCES_FILE),
+                              "not a foundation folder: run `recloop foundation` first, or point "
+                              "transfer.foundation at one")
     return Foundation(load_config(model_dir),
                       torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True),
                       Vocab.load(model_dir / VOCAB_FILE), json.loads((model_dir / SOURCES_FILE).read_text()))
