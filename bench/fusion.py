@@ -17,7 +17,8 @@ bench/results/fusion/; `--table` prints the Markdown table of every result there
     .venv/bin/python bench/fusion.py --table
 
 Variants (model params on top of params.yaml): base = ID + text + attributes (the default tower);
-kg = base + the graph's neighbourhoods; kg-gates = kg with a learned gate per source; no-text and
+kg = base + the graph's neighbourhoods; kg-gates = kg with a learned gate per source; attention and
+kg-attention = base and kg fused by per-item attention over the sources each item has; no-text and
 kg-no-text (ID + attributes, with and without the graph); kg-vectors = base + a spectral embedding of
 each item's graph facts through the extra-vector door. Training: the pipeline's early stopping,
 pretraining capped at --minutes and fine-tuning at half of it, so that a run stays within a few
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     "base": {},
     "kg": {"model.use_kg": True},
     "kg-gates": {"model.use_kg": True, "model.source_gates": True},
+    "attention": {"model.source_attention": True},
+    "kg-attention": {"model.use_kg": True, "model.source_attention": True},
     "kg-no-text": {"model.use_kg": True, "model.use_text": False},
     "no-text": {"model.use_text": False},
     # The graph through the extra-vector door: a spectral embedding of each item's (relation, entity) facts.
@@ -98,6 +101,44 @@ def explanation_coverage(trained, data, seed: int, k: int = 10) -> dict:
             "kg_fact_coverage": round(counts["with_kg_fact"] / n, 4), "sample": sample}
 
 
+def cold_ranking(trained, data, k: int = 10) -> dict | None:
+    """Cold test targets ranked among the cold items only (seen ones filtered): how well the item-side sources
+    place a new item against the other new items. In the full catalog an item with a trained ID outscores them."""
+    import numpy as np
+    import torch
+
+    from components.models.scoring import RecloopScorer
+
+    cold = data.items["cold"].to_numpy(bool)
+    targets = data.targets("test")
+    targets = targets[cold[targets["item_idx"].to_numpy()]]
+    if targets.empty:
+        return None
+    users = targets["user_idx"].to_numpy()
+    scores = RecloopScorer(trained).fit(data).score(data, users, "test")  # (T, N)
+    seen = data.seen_matrix(data.history("test"))[users].toarray().astype(bool)
+    scores = scores.masked_fill(torch.from_numpy(seen), -torch.inf)[:, torch.from_numpy(cold)]  # (T, cold)
+    column = np.cumsum(cold) - 1  # item_idx -> its column among the cold items
+    target = scores[torch.arange(len(users)), torch.as_tensor(column[targets["item_idx"].to_numpy()])]
+    rank = (scores > target[:, None]).sum(1).numpy()
+    hit = rank < k
+    return {"size": len(targets), "candidates": int(cold.sum()), f"hr@{k}": round(float(hit.mean()), 5),
+            f"ndcg@{k}": round(float(np.where(hit, 1 / np.log2(rank + 2), 0).mean()), 5)}
+
+
+def source_weights(tower) -> dict:
+    """Each source's mean weight in the fusion over the items that have it (1 for the plain sum), and its spread."""
+    import torch
+
+    with torch.no_grad():
+        items = torch.arange(tower.config.n_items)
+        weights = tower.source_weights(items)  # (N, S)
+        present = torch.stack([p for _, p in tower.source_vectors(items).values()], -1)
+    return {name: {"items": int(present[:, k].sum()), "mean": round(float(weights[present[:, k], k].mean()), 4),
+                   "std": round(float(weights[present[:, k], k].std()), 4)}
+            for k, name in enumerate(tower.source_names()) if present[:, k].any()}
+
+
 def _shown(facts: list) -> list:
     """The top three facts, and the best KG fact when none of them is one."""
     top = facts[:3]
@@ -149,7 +190,9 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
         "cold_items": int(data.items["cold"].sum()), "kg_linked_items": int(kg_items.sum()),
         "model_linked_items": None if linked is None else int(linked.sum()),
         "metrics": {k: round(result.metrics[k], 5) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")},
-        "slices": slices, "explanations": explanation_coverage(model.trained_, data, seed),
+        "slices": slices, "cold_among_cold": cold_ranking(model.trained_, data),
+        "source_weights": source_weights(model.trained_.model.tower),
+        "explanations": explanation_coverage(model.trained_, data, seed),
         "train_seconds": round(train_seconds, 1), "pretrain_epochs": model.pretrain_result_.epochs,
         "epochs": model.result_.epochs,
         "best_epoch": model.result_.best_epoch, "stopped_early": model.result_.stopped_early,
@@ -199,16 +242,22 @@ def _kg_items(work: Path, data):
 
 def table() -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    print("| split | variant | seed | N@10 | R@10 | tail N@10 | cold R@10 (n) | KG-linked N@10 | facts | KG facts "
-          "| epochs | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| split | variant | seed | N@10 | R@10 | tail N@10 | cold R@10 (n) | cold among cold R@10 | KG-linked N@10 "
+          "| facts | KG facts | epochs | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r.get("split", "default"), r["variant"], r["seed"])):
         s, e = r["slices"], r["explanations"]
         print(f"| {r.get('split', 'default')} | {r['variant']} | {r['seed']} "
               f"| {r['metrics']['ndcg@10']:.4f} | {r['metrics']['hr@10']:.4f} "
               f"| {s['tail_items']['ndcg@10']:.4f} | {s['cold_items']['hr@10']:.4f} ({s['cold_items']['size']}) "
-              f"| {s['kg_linked_items']['ndcg@10']:.4f} | {e['fact_coverage']:.2f} | {e['kg_fact_coverage']:.2f} "
+              f"| {_among_cold(r)} | {s['kg_linked_items']['ndcg@10']:.4f} "
+              f"| {e['fact_coverage']:.2f} | {e['kg_fact_coverage']:.2f} "
               f"| {r['epochs']} | {r['train_seconds']:.0f} |")
+
+
+def _among_cold(row: dict) -> str:
+    cold = row.get("cold_among_cold")
+    return "—" if cold is None else f"{cold['hr@10']:.4f} (of {cold['candidates']})"
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ candidates and really-liked items come from the data, clicks from the documented
   explore: for each exploration setting and seed: clicks, catalog coverage@k (distinct items shown /
            items in the catalog), and the share of the windows' new items that got a first click;
            against no exploration (same requests, same look draws).
-  learn:   serve each window with epsilon-greedy (0.1), learn it (supervised continual fine-tune, or the
-           off-policy REINFORCE objective on the served lists), serve the next window with the result;
+  learn:   serve each window with epsilon-greedy (0.1), learn it (supervised continual fine-tune, the
+           off-policy REINFORCE objective on the served lists, or both: --learners), serve the next
+           window with the result;
            cumulative clicks after window 0, per seed, with standard errors over seeds.
 
     .venv/bin/python bench/policy.py [--parts ope,explore,learn] [--seeds 5] [--set policy.replay.max_users=200 ...]
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from components.config import ExplorationConfig, load_params
 from components.continual.simulate import train_initial
@@ -42,6 +44,7 @@ from components.policy.ope import RewardModel, evaluate, position_weights
 from components.continual.finetune import continual_finetune
 from components.continual.policy_replay import open_windows, serve, target_probabilities, window_requests
 from components.continual.window_step import open_window
+from components.errors import RecloopError
 from provenance import provenance
 
 E = ExplorationConfig
@@ -121,16 +124,25 @@ def explore_part(windows, cfg, seeds, t) -> list[dict]:
     return rows
 
 
-def learn_part(params, stream, catalog, text_of, champion, base, seeds, logging: ExplorationConfig) -> list[dict]:
+def learner(spec: str, continual):
+    """`objective[:key=value...]` (continual.* overrides, e.g. mixed:policy_weight=0.3) -> its config."""
+    objective, *pairs = spec.split(":")
+    update = {"objective": objective} | {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+    return type(continual).model_validate(continual.model_dump() | update)
+
+
+def learn_part(params, stream, catalog, text_of, champion, base, seeds, logging: ExplorationConfig,
+               learners: list[str]) -> list[dict]:
     """Serve each window with `logging`, then learn it for the next: the supervised continual fine-tune
-    (all of the window's interactions but its held-out tail) or the policy objective (the served lists'
-    clicks); the learned model always serves the next window (no gate). Reward: clicks per window."""
+    (all of the window's interactions but its held-out tail), the policy objective (the served lists'
+    clicks) or both (mixed), per `learners`; the learned model always serves the next window (no
+    gate). Reward: clicks per window."""
     cfg, continual, finetune = params.policy.replay, params.continual, params.finetune
     weights = position_weights(cfg.k, "dcg")
     windows = list(stream.windows(cfg.windows))
     rows_out = []
-    for objective in ("supervised", "policy"):
-        arm = continual.model_copy(update={"objective": objective})
+    for objective in learners:
+        arm = learner(objective, continual)
         for seed in seeds:
             model, history, items, since = champion, stream.past, base.items, stream.cutoff
             for n, (k, _, _, rows) in enumerate(windows):
@@ -143,8 +155,12 @@ def learn_part(params, stream, catalog, text_of, champion, base, seeds, logging:
                     ids = opened.data.items["item_id"].to_numpy()
                     logged = served.log.assign(item_id=ids[served.log["item_idx"].to_numpy()])
                     t0 = time.perf_counter()
-                    model, _ = continual_finetune(model, opened.data, opened.text, arm, finetune, seed, since=since,
-                                                  labels=params.labels, logged=logged)
+                    try:
+                        model, _ = continual_finetune(model, opened.data, opened.text, arm, finetune, seed,
+                                                      since=since, labels=params.labels, logged=logged)
+                    except RecloopError as e:  # e.g. no click to learn from: the model serves on unchanged
+                        row["skipped"] = str(e)
+                        model = opened.champion
                     row["train_seconds"] = time.perf_counter() - t0
                     # The window's held-out tail is still to learn (as in the continual loop).
                     items, since = opened.data.items, int(opened.data.test["timestamp"].min())
@@ -199,6 +215,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--parts", default="ope,explore")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--learners", default="supervised,policy,mixed",
+                        help="learn part: objective[:key=value...] with continual.* overrides, comma-separated")
     parser.add_argument("--temperature", type=float, default=None,
                         help="Boltzmann temperature [default: the mean per-request std of candidate scores]")
     parser.add_argument("--out", type=Path, default=None, help="[default: bench/results/policy/<date>.json]")
@@ -228,7 +246,8 @@ def main() -> None:
         out["ope"] = {"rows": rows, "summary": table.to_dict("records")}
         print(table.to_markdown(index=False, floatfmt=".3f"))
     if "learn" in parts:
-        rows = learn_part(params, stream, catalog, text_of, champion, base, seeds, E(kind="epsilon", epsilon=0.1))
+        rows = learn_part(params, stream, catalog, text_of, champion, base, seeds, E(kind="epsilon", epsilon=0.1),
+                          args.learners.split(","))
         table = summarise_learn(rows)
         out["learn"] = {"rows": rows, "summary": table.to_dict("records"), "logging": "epsilon=0.1"}
         print(table.to_markdown(index=False, floatfmt=".3f"))

@@ -14,12 +14,16 @@
    user_id), where the encoder runs in every request, and fresh state: `feedback` (a click) and
    `recommend` for the same user, alternating, cycling through every user, so that every
    recommend finds a new acknowledged event and recomputes the user's state (the run's requests/s
-   count both kinds).
+   count both kinds). With --adaptive-seconds, also the ad-hoc histories through BentoML's own
+   adaptive batching (bench/serve_load_adaptive.py: the same recommend path behind a batchable
+   endpoint) instead of the service's event-loop batching.
 3. Prints a Markdown table and writes --results/serve_load-<UTC time>.json (one file per run):
    requests/s, latency percentiles (the worst run's), errors (non-2xx, socket errors, timeouts),
    the server's CPU time per request (steadier than requests/s when other work shares the
-   machine), the peak resident memory of the serving processes (BentoML's arbiter and the worker
-   together, and the worker alone), and the machine's load average around each run.
+   machine), the encoder calls and requests per call during each run (from the service's
+   `recloop_encoder_batch_size` histogram on /metrics), the peak resident memory of the serving
+   processes (BentoML's arbiter and the worker together, and the worker alone), and the machine's
+   load average around each run.
 
 Needs wrk (`apt-get install -y wrk`). Every request goes to 127.0.0.1; each run stops after --seconds.
 """
@@ -215,17 +219,33 @@ def server_cpu_seconds(server: Served) -> float:
     return total
 
 
+def encoder_batches(port: int) -> tuple[float, float]:
+    """(encoder calls, requests they answered) so far: the service's batch-size histogram on /metrics
+    (zeros for a server without it)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f"recloop_encoder_batch_size_{part}"):
+                found[part] += float(line.rsplit(" ", 1)[1])
+    return found["count"], found["sum"]
+
+
 def measure(name: str, server: Served, path: str | list[str], bodies: list[str], seconds: int, args,
             work: Path) -> dict:
     """One wrk run against a ready server, with the server's CPU time per request and the load average."""
+    calls_before, batched_before = encoder_batches(server.port)
     load_before, cpu_before = os.getloadavg()[0], server_cpu_seconds(server)
     result = run_wrk(server.port, path, bodies, seconds, args.connections, work)
     cpu = server_cpu_seconds(server) - cpu_before
+    calls, batched = (now - before for now, before in zip(encoder_batches(server.port), (calls_before, batched_before)))
     result.update(name=name, server_cpu_ms_per_request=1000 * cpu / max(result["requests"], 1),
-                  load_before=load_before, load_after=os.getloadavg()[0])
+                  load_before=load_before, load_after=os.getloadavg()[0],
+                  encoder_calls=calls, encoder_requests_per_call=batched / calls if calls else None)
     print(f"{name}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.0f} ms, errors {result['errors']}, "
           f"server CPU {result['server_cpu_ms_per_request']:.2f} ms/request, "
-          f"load {result['load_before']:.1f} -> {result['load_after']:.1f}", flush=True)
+          + (f"{calls:.0f} encoder calls of {batched / calls:.1f} requests, " if calls else "")
+          + f"load {result['load_before']:.1f} -> {result['load_after']:.1f}", flush=True)
     return result
 
 
@@ -247,7 +267,10 @@ def combine(name: str, runs: list[dict], server: Served) -> dict:
             **{k: max(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")},
             "server_cpu_ms_per_request": sum(r["server_cpu_ms_per_request"] * r["requests"] for r in runs) / requests,
             "peak_rss_mb": server.peak_rss / 2**20, "peak_worker_rss_mb": server.peak_worker_rss / 2**20,
-            "load": [round(r["load_before"], 1) for r in runs] + [round(runs[-1]["load_after"], 1)]}
+            "load": [round(r["load_before"], 1) for r in runs] + [round(runs[-1]["load_after"], 1)],
+            "encoder_calls": sum(r["encoder_calls"] for r in runs),
+            "encoder_requests_per_call": (sum(r["encoder_calls"] * (r["encoder_requests_per_call"] or 0) for r in runs)
+                                          / max(sum(r["encoder_calls"] for r in runs), 1))}
 
 
 def main() -> None:
@@ -257,6 +280,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="seconds of unmeasured load before each run")
     parser.add_argument("--adhoc-seconds", type=int, default=20,
                         help="also measure ad-hoc histories (the encoder runs per request); 0: skip")
+    parser.add_argument("--adaptive-seconds", type=int, default=0,
+                        help="also measure ad-hoc histories through BentoML's adaptive batching; 0: skip")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="serve.workers for both servers (default: params)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
@@ -285,6 +310,7 @@ def main() -> None:
         json.dumps({"events": [{"user_id": str(user), "item_id": items[-1], "event": "click"}]}),
         json.dumps({"user_id": str(user), "k": 10}))]
     service = "components.serving.service:RecloopService"
+    adaptive_name = "recommend (ad-hoc history, BentoML adaptive batching)"
     started = time.gmtime()
     load_start = os.getloadavg()
     servers: list[Served] = []
@@ -304,10 +330,18 @@ def main() -> None:
                                                           adhoc_bodies, args.adhoc_seconds, args, work)]
             runs["feedback + fresh recommend"] = [measure("feedback + fresh recommend", recloop, fresh_paths,
                                                           fresh_bodies, args.adhoc_seconds, args, work)]
+        if args.adaptive_seconds:
+            batched = [f'{{"requests": [{body}]}}' for body in adhoc_bodies]
+            adaptive = start("bench.serve_load_adaptive:Adaptive", "/recommend", batched[0], env, args, work,
+                             "adaptive")
+            servers.append(adaptive)
+            runs[adaptive_name] = [measure(adaptive_name, adaptive, "/recommend", batched, args.adaptive_seconds,
+                                           args, work)]
     finally:
         for server in servers:
             server.stop()
-    results = [combine(name, found, trivial if name == "trivial" else recloop) for name, found in runs.items()]
+    served_by = {"trivial": trivial, adaptive_name: servers[-1]}
+    results = [combine(name, found, served_by.get(name, recloop)) for name, found in runs.items()]
     ratio = results[1]["rps"] / results[0]["rps"]
     summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv), **provenance(),
                "machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(),

@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--row", required=True, help=f"comma-separated: {', '.join(ROWS)}")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the target's users trained on")
     parser.add_argument("--sources", default="office,ml-100k", help="foundation sources: office, magazine, ml-100k")
+    parser.add_argument("--foundation", type=Path, default=None,
+                        help="the foundation folder the transfer rows adopt (default: the one keyed by the sources, "
+                             "model and pretrain params; name it when those params have gained fields since)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "transfer")
     for action in parser._actions:
@@ -150,7 +153,7 @@ def main() -> None:
     text = load_item_text(target_work / "features", data.n_items)
     train_data = few_users(data, args.fraction, params.seed)
     sources = [s for s in args.sources.split(",") if s]
-    found_dir = foundation_dir(sources, params)
+    found_dir = args.foundation or foundation_dir(sources, params)
     args.results.mkdir(parents=True, exist_ok=True)
 
     for row_name in [r for r in args.row.split(",") if r]:
@@ -174,14 +177,15 @@ def main() -> None:
                     "foundation_dir": str(found_dir.relative_to(REPO))}
         elif row_name in ("zero-shot", "adapter", "full"):
             found = load_foundation(found_dir)
-            trained, result, info = transfer_model(found, train_data, text, row_name, params.finetune, params.seed,
-                                                   adapter_trains=params.transfer.adapter_trains,
+            cfg = params.transfer.model_copy(update={"mode": row_name})
+            trained, result, info = transfer_model(found, train_data, text, cfg, params.finetune, params.seed,
                                                    labels=params.labels)
             info = {k: v for k, v in info.items() if not k.startswith("valid_")}
             if result is not None:
                 info |= {"epochs": result.epochs, "best_epoch": result.best_epoch,
                          "valid_ndcg@10": round(result.best_score, 5)}
             info["foundation_sources"] = found.sources
+            info["foundation_dir"] = str(found_dir.resolve().relative_to(REPO))
             scorer = RecloopScorer(trained, row_name)
         elif row_name == "scratch":
             model = variant("recloop", params.model, params.pretrain, params.finetune, params.labels, text,

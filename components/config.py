@@ -30,8 +30,11 @@ class Paths(Section):
     reports: Path = Path("reports")
     # pretrained/ and finetuned/ (DVC outputs) and checkpoints/ (resume state, outside DVC's outputs).
     models: Path = Path("models")
+    # Files of the item tower's optional sources (graph, vector tables): a dep of pretrain and finetune in
+    # dvc.yaml, always present (its README is in git), so a changed graph re-runs training.
+    item_sources: Path = Path("data/item_sources")
     # recloop kg: the validated knowledge graph (triples, links), its quarantine and report.
-    kg: Path = Path("data/kg")
+    kg: Path = Path("data/item_sources/kg")
 
 
 class GenericColumns(Section):
@@ -190,6 +193,9 @@ class ModelConfig(Section):
     kg_two_hop: int = Field(16, ge=0)
     # A learned gate per item-tower source instead of the plain sum (the sum is how the tower began).
     source_gates: bool = False
+    # Per-item attention over the sources each item has (masked), instead of the (gated) sum: an item
+    # can lean on its graph when its text says little. One of the two fusions, not both.
+    source_attention: bool = False
     sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
@@ -198,6 +204,8 @@ class ModelConfig(Section):
             raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if not (self.use_id or self.use_text or self.use_attributes):
             raise ValueError("the item tower needs at least one of use_id, use_text, use_attributes")
+        if self.source_gates and self.source_attention:
+            raise ValueError("model.source_gates and model.source_attention are two fusions: choose one")
         return self
 
 
@@ -305,6 +313,11 @@ class TransferConfig(Section):
     foundation: str = "models/foundation"
     # adapter mode: the state-dict prefixes that learn; everything else stays bit for bit as the foundation has it.
     adapter_trains: list[str] = ["tower.text_adapter", "tower.id_embedding", "domain", "task_heads"]
+    # Weight of the ID-text alignment (InfoNCE) while adapting: the new ID rows learn to agree with the text, as
+    # pretraining from scratch teaches them; it replaces finetune.weights.contrastive in adapter and full modes.
+    contrastive: float = Field(0.1, ge=0)
+    # null: the foundation's ID dropout; e.g. 0.1 for a foundation pretrained text-only (model.id_dropout=1.0).
+    id_dropout: float | None = Field(None, ge=0, le=1)
 
 
 class LabelsConfig(Section):
@@ -435,8 +448,8 @@ class ServeConfig(Section):
     # feedback_archive (null: keep everything in the store).
     feedback_keep_days: float | None = Field(None, gt=0)
     feedback_archive: Path = Path("logs/feedback-archive")
-    # Catalogs larger than this retrieve through an HNSW index (components/serving/ann.py, recall@100 >= 0.98
-    # of exact scoring) instead of scoring every item; null: always exact.
+    # Catalogs larger than this retrieve through an ANN index (faiss IVF-Flat, components/serving/ann.py,
+    # recall@100 >= 0.98 of exact scoring, else exact) instead of scoring every item; null: always exact.
     ann_above: int | None = Field(500_000, ge=1)
     # Environment variable holding the token `reload` requires; reload is refused while it is unset.
     reload_token_env: str = "RECLOOP_RELOAD_TOKEN"
@@ -523,10 +536,19 @@ class ContinualConfig(Section):
     # serve.reload_token_env; null: no service to tell.
     serve_url: str | None = None
     # supervised: the multi-task fine-tune on the window | policy: REINFORCE from logged rewards with the
-    # top-K off-policy correction (continual.weight_cap; docs/policy.md).
-    objective: Literal["supervised", "policy"] = "supervised"
+    # top-K off-policy correction (continual.weight_cap; docs/policy.md) | mixed: the supervised
+    # fine-tune with the REINFORCE term added to every step, weighted by policy_weight.
+    objective: Literal["supervised", "policy", "mixed"] = "supervised"
     # The policy objective's importance weights are capped at this (Chen et al., WSDM 2019).
     weight_cap: float = Field(10.0, gt=0)
+    # mixed: weight of the REINFORCE term beside the supervised loss. 0.1 with the baseline matched the
+    # supervised fine-tune's clicks on the replay (bench/policy.py); 1 collapsed like `policy` alone.
+    policy_weight: float = Field(0.1, ge=0)
+    # policy, mixed: learn from the advantage (reward minus the log's mean reward), so shown items
+    # without a reward are pushed down too; false: only rewarded slots count.
+    policy_baseline: bool = True
+    # policy, mixed: normalised importance sampling, a batch's policy loss divided by its sum of weights.
+    policy_normalise: bool = False
     # Gate: refuse a challenger whose off-policy estimate (SNIPS, from the feedback log) falls below
     # the champion's; off until a deployment has logged enough propensities.
     ope_gate: bool = False

@@ -95,12 +95,18 @@ class MonitorRun:
 def monitor_stage(params: Params, reference: Path | None = None, current: Path | None = None,
                   feedback: Path | None = None, reference_feedback: Path | None = None) -> MonitorRun:
     """Drift report of `current` (default: the newest live window) against `reference` (default: the
-    training split), with the pipeline's item text vectors where featurize wrote them."""
+    training split), with the pipeline's item text vectors where featurize wrote them; with a feedback
+    log whose lists carry propensities, the off-policy estimate of models/finetuned under policy.target."""
+    from components.models.artifacts import FINETUNED_DIR
     from components.monitoring.monitor import default_inputs, monitor
+    from components.monitoring.off_policy import default_estimator
 
     inputs = default_inputs(params.paths.split, params.paths.features, reference, current)
+    off_policy = default_estimator(params.policy, params.paths.split, Path(params.paths.models) / FINETUNED_DIR,
+                                   params.serve.candidates, params.seed)
     summary = monitor(params.monitor, report_dir=params.paths.reports / "monitoring", feedback=feedback,
-                      reference_feedback=reference_feedback, seed=params.seed, labels=params.labels, **inputs)
+                      reference_feedback=reference_feedback, seed=params.seed, labels=params.labels,
+                      off_policy=off_policy, **inputs)
     return MonitorRun(summary, Path(inputs["current"]))
 
 
@@ -145,19 +151,30 @@ def simulate_stage(params: Params, work_dir: Path | None = None,
                     on_window=on_window)
 
 
-def foundation_stage(params: Params) -> Any:
-    """Pretrain a foundation on foundation.sources (`recloop foundation`) with the model and pretrain knobs;
-    register it as a new version of foundation.registered_model when that is set."""
-    from components.training.foundation import foundation
-
-    p = params
-    summary = foundation(p.model, p.pretrain, p.foundation, p.tracking, p.paths.models, p.paths.reports, p.seed)
+def _foundation(run: Callable[..., Any], p: Params) -> Any:
+    summary = run(p.model, p.pretrain, p.foundation, p.tracking, p.paths.models, p.paths.reports, p.seed)
     if p.foundation.registered_model and not summary.interrupted:
         from components.registry.foundation import register_foundation
 
         summary.registered = register_foundation(p.registry, p.foundation.registered_model, summary.out_dir,
                                                  {"valid_ndcg@10": summary.valid_ndcg})
     return summary
+
+
+# The foundation pipeline's stages (pipelines/foundation/dvc.yaml): apart from STAGES, so that `dvc repro`
+# (./dvc.yaml) never pretrains a foundation; `dvc repro pipelines/foundation/dvc.yaml` and flows/foundation.py do.
+FOUNDATION_STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("foundation", "Pretrain one model on several catalogs (foundation.sources) and keep what transfers; "
+          "register it as a new version of foundation.registered_model when that is set.",
+          "components.training.foundation:foundation",
+          ("seed", "model", "pretrain", "foundation", "tracking", "registry", "paths"), False, _foundation),
+]}
+
+
+def foundation_stage(params: Params) -> Any:
+    """Pretrain a foundation on foundation.sources (`recloop foundation`) with the model and pretrain knobs;
+    register it as a new version of foundation.registered_model when that is set."""
+    return FOUNDATION_STAGES["foundation"].run(params)
 
 
 def kg_stage(params: Params) -> Any:

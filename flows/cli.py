@@ -59,6 +59,27 @@ def prepare(params: Params, target: str) -> None:
     click.echo(describe_outcomes(outcomes))
 
 
+@cli.command("foundation-pipeline")
+@click.option("--prepare/--no-prepare", default=True, show_default=True,
+              help="Prepare the datasets of orchestrate.datasets (up to featurize) before pretraining.")
+@with_params
+def foundation_pipeline(params: Params, prepare: bool) -> None:
+    """Prepare the foundation's sources in parallel on Dask, then pretrain and register the foundation through
+    DVC (`dvc repro pipelines/foundation/dvc.yaml`), as a Prefect flow; see docs/transfer.md.
+
+    It runs with params.yaml, as DVC does: change that file rather than --set.
+    """
+    from flows.foundation import foundation_pipeline as flow
+    from flows.local_api import patient_local_api
+    from flows.repro import check_dvc_params
+    from flows.stage_runs import describe_outcomes
+
+    check_dvc_params(*_params_source())  # before a Prefect server starts for nothing
+    with patient_local_api():
+        outcomes = flow(*_params_source(), prepare=prepare)
+    click.echo(describe_outcomes(outcomes))
+
+
 @cli.command()
 @click.option("--work-pool", default=None, metavar="POOL",
               help="Create the deployments on this Prefect work pool instead of serving them here.")

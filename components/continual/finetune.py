@@ -8,6 +8,8 @@ user is served from the interactions they have.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import torch
@@ -19,11 +21,13 @@ from components.models.artifacts import TrainedModel
 from components.models.catalog import resize_catalog
 from components.models.sequences import Sequences, TrainingRows, training_rows
 from components.models.vocab import Vocab
-from components.policy.reinforce import reinforce_finetune
+from components.policy.reinforce import policy_term, reinforce_finetune
 from components.training.finetune import objective
 from components.training.loop import LoopResult, configure_torch
 from components.training.stage import run, validator
 from components.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def grow_model(champion: TrainedModel, data: SplitData, text: np.ndarray) -> TrainedModel:
@@ -74,22 +78,31 @@ def continual_finetune(champion: TrainedModel, data: SplitData, text: np.ndarray
     `continual_rows`): the window's start, or earlier where the champion has not learned some
     interactions (a refused challenger's window). The learning rate is `finetune.lr * cfg.lr_scale`.
     With `cfg.objective == "policy"` the challenger learns instead from `logged`, served slots with their
-    rewards and propensities (components/policy/reinforce.py).
+    rewards and propensities (components/policy/reinforce.py); with "mixed" from both, the REINFORCE
+    term added to every supervised step.
     """
     configure_torch(finetune.threads, seed)
     challenger = grow_model(champion, data, text)
+    if cfg.objective != "supervised" and logged is None:
+        raise RecloopError(f"continual.objective={cfg.objective} learns from logged lists with rewards and "
+                           "propensities, and none were given")
     if cfg.objective == "policy":
-        if logged is None:
-            raise RecloopError("continual.objective=policy learns from logged lists with rewards and propensities, "
-                               "and none were given")
         return challenger, reinforce_finetune(challenger, data, logged, lr=finetune.lr * cfg.lr_scale,
                                               epochs=cfg.epochs, batch_size=finetune.batch_size, cap=cfg.weight_cap,
-                                              seed=seed)
+                                              seed=seed, baseline=cfg.policy_baseline,
+                                              normalise=cfg.policy_normalise)
+    extra = None
+    if cfg.objective == "mixed" and not (logged["reward"] > 0).any():
+        log.warning("continual.objective=mixed: the log holds no reward, so only the supervised objective learns")
+    elif cfg.objective == "mixed":
+        extra = policy_term(challenger, data, logged, weight=cfg.policy_weight, batch_size=finetune.batch_size,
+                            cap=cfg.weight_cap, seed=seed, baseline=cfg.policy_baseline,
+                            normalise=cfg.policy_normalise)
     rows = continual_rows(data, challenger.vocab, challenger.model.config.max_len, since, cfg.replay_ratio, seed,
                           labels)
     loop_cfg = finetune.model_copy(update={"lr": finetune.lr * cfg.lr_scale, "epochs": cfg.epochs,
                                            "patience": cfg.epochs, "windows": "all", "stop_after_epoch": None})
     validate = validator(challenger, data, labels)
     result = run(challenger, data, rows, objective(finetune), loop_cfg, seed, validate=validate,
-                 tracker=tracker, desc="continual")
+                 tracker=tracker, desc="continual", extra_loss=extra)
     return challenger, result

@@ -2,9 +2,12 @@
 -> registry (challenger; champion on a pass) -> the service reloads.
 
 The champion is the registry's `champion` bundle, or `models/finetuned` with the split while the
-registry has none. The window step itself (grow, hold out, fine-tune, gate) is `components.continual.window_step`,
-shared with `simulate`. What the run made stays under `<paths.models>/continual/<run>/` (model, split,
-features), so the registered bundle and the report can always be traced back to it.
+registry has none. The service's feedback log, where there is one, gives the gate an off-policy
+estimate of both models (when `continual.ope_gate` asks for it or the log has propensities) and the
+policy objectives (`continual.objective` policy or mixed) their served lists and rewards. The window
+step itself (grow, hold out, fine-tune, gate) is `components.continual.window_step`, shared with
+`simulate`. What the run made stays under `<paths.models>/continual/<run>/` (model, split, features),
+so the registered bundle and the report can always be traced back to it.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import os
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +99,48 @@ def _write_split(data: SplitData, text: np.ndarray, folder: Path) -> tuple[Path,
     return split, features
 
 
+def _feedback(params: Params) -> pd.DataFrame | None:
+    """The service's feedback log (`serve.feedback_store` or `serve.feedback_log`), or None where there is none."""
+    from components.serving.feedback import read_feedback, store_location
+
+    location = store_location(params.serve)
+    try:
+        return read_feedback(location)
+    except RecloopError as e:
+        log.info("no feedback log for the off-policy estimate or the policy objective: %s", e)
+        return None
+
+
+def _policy_inputs(params: Params, data: SplitData) -> tuple[pd.DataFrame | None, Callable | None]:
+    """From the feedback log: the served lists with their rewards (for continual.objective policy or
+    mixed), and the gate's off-policy estimate of (champion, challenger) when continual.ope_gate asks
+    for it or the log has propensities (else None: the gate says, where ope_gate is on, that it has none)."""
+    from components.policy.feedback_ope import gate_estimates, has_propensities, rewarded_lists
+    from components.serving.feedback import feedback_interactions
+
+    cfg = params.continual
+    feedback = _feedback(params)
+    if feedback is None:
+        if cfg.objective != "supervised":
+            raise RecloopError(f"continual.objective={cfg.objective} learns from the feedback log's served lists, and "
+                               f"there is no log at {params.serve.feedback_store or params.serve.feedback_log}")
+        return None, None
+    logged = rewarded_lists(feedback, params.policy.reward_events) if cfg.objective != "supervised" else None
+    if not (cfg.ope_gate or has_propensities(feedback)):
+        return logged, None
+    extra = feedback_interactions(feedback)
+
+    def estimate(champion: TrainedModel, challenger: TrainedModel) -> dict | None:
+        try:
+            return gate_estimates(params.policy, feedback, data, champion, challenger, extra,
+                                  params.serve.candidates, params.seed)
+        except RecloopError as e:  # e.g. no logged list of a user the window knows: the gate says it has none
+            log.warning("no off-policy estimate from the feedback log: %s", e)
+            return None
+
+    return logged, estimate
+
+
 def reload_service(url: str | None, token_env: str) -> str:
     """POST <url>/reload with the bearer token from `token_env`; returns what happened, in words."""
     if not url:
@@ -147,8 +193,9 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
     opened = open_window(champion, items, _catalog(params), history, rows.drop(columns=["split"], errors="ignore"),
                          users, cached_text(f.encoder, f.max_length, f.batch_size, f.cache_dir), cfg.holdout_share)
     data, text = opened.data, opened.text
+    logged, ope = _policy_inputs(params, data)
     challenged = challenge(champion, opened, SplitData.load(params.paths.split), cfg, params.finetune, params.seed,
-                           since=int(rows["timestamp"].min()), labels=params.labels)
+                           since=int(rows["timestamp"].min()), labels=params.labels, logged=logged, ope=ope)
     challenger, result, decision = challenged.challenger, challenged.training, challenged.decision
     decision.run = run
     decision.extra = {"window": str(window), "source": source, "trigger": trigger or {},
@@ -169,7 +216,8 @@ def retrain(params: Params, window: Path | None = None, trigger: dict | None = N
         reloaded = reload_service(cfg.serve_url, params.serve.reload_token_env)
     report = record(decision, Path(params.paths.reports) / CONTINUAL_DIR, params.tracking, cfg.experiment,
                     {"window": str(window), "source": source, "version": version, "lr_scale": cfg.lr_scale,
-                     "replay_ratio": cfg.replay_ratio, "epochs": cfg.epochs,
+                     "replay_ratio": cfg.replay_ratio, "epochs": cfg.epochs, "objective": cfg.objective,
+                     "ope_gate": cfg.ope_gate, "ope_policy": decision.ope.get("policy", "none"),
                      "trigger": json.dumps(trigger or {}, default=str)[:400]})
     return RetrainSummary(run, source, str(window), len(rows), opened.new_items, decision,
                           version, reloaded, report, time.perf_counter() - start)

@@ -7,6 +7,7 @@ Both doors of the loop run it: `retrain` (the stage) puts the registry and the s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,17 +61,22 @@ def open_window(champion: TrainedModel, items: pd.DataFrame, catalog: pd.DataFra
 
 
 def challenge(champion: TrainedModel, window: OpenWindow, guard: SplitData, cfg: ContinualConfig,
-              finetune: FinetuneConfig, seed: int, *, since: int, labels: LabelsConfig = LabelsConfig()) -> Challenge:
+              finetune: FinetuneConfig, seed: int, *, since: int, labels: LabelsConfig = LabelsConfig(),
+              logged: pd.DataFrame | None = None,
+              ope: Callable[[TrainedModel, TrainedModel], dict | None] | None = None) -> Challenge:
     """Fine-tune a challenger from `champion` on `window` (interactions at or after `since` are new, see
-    `continual_finetune`), then gate it against the grown champion: on the window's held-out targets,
-    and on `guard` (the original split, whose test set checks forgetting; a seeded sample of
-    `cfg.max_guard_users` of its users).
+    `continual_finetune`; `logged`: the served lists the policy objectives learn from), then gate it
+    against the grown champion: on the window's held-out targets, on `guard` (the original split,
+    whose test set checks forgetting; a seeded sample of `cfg.max_guard_users` of its users), and on
+    `ope(grown champion, challenger)`, their off-policy estimates, where given.
     """
     data = window.data
     challenger, training = continual_finetune(champion, data, window.text, cfg, finetune, seed, since=since,
-                                                labels=labels)
+                                                labels=labels, logged=logged)
     guard = on_catalog(guard, data.items, data.users)
     guard_users = sample_users(guard.test["user_idx"].to_numpy(), cfg.max_guard_users, seed)
+    estimates = ope(window.champion, challenger) if ope is not None else None
     decision = compare(RecloopScorer(window.champion, "champion").fit(data),
-                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users, seed)
+                       RecloopScorer(challenger, "challenger").fit(data), data, guard, cfg, guard_users, seed,
+                       estimates)
     return Challenge(challenger, training, decision)

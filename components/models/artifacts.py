@@ -45,7 +45,8 @@ RENAMED_WEIGHTS = {"like_head.": "task_heads.like.", "rating_head.": "task_heads
 # Config fields added since models were first saved, with the values that describe those older models.
 ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 5,
                        "use_kg": False, "kg_relations": [], "n_entities": 0, "kg_neighbours": 16, "kg_two_hop": 16,
-                       "extra_sources": {}, "source_gates": False}
+                       "extra_sources": {}, "source_gates": False,
+                       "source_attention": False}
 
 
 @dataclass

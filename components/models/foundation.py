@@ -4,8 +4,9 @@ Item IDs are private to a catalog; item text is not. A foundation keeps what rea
 attributes (through its saved vocabulary), context and sequences: the text adapter, the attribute
 embeddings, the encoder, the context and scenario (domain) embeddings and the heads
 (`catalog.parameter_groups`). `adopt` builds a model for any catalog featurized with the same
-encoder: its items are placed by their text and attributes alone, its ID rows start at zero, and
-a domain the foundation never saw gets its own scenario row, zero until it learns.
+encoder: its items are placed by their text and attributes alone, its ID rows start small and
+random as in a fresh model, and a domain the foundation never saw gets its own scenario row, zero
+until it learns.
 """
 from __future__ import annotations
 
@@ -90,12 +91,15 @@ def _with_domains(foundation: Foundation, data: SplitData) -> tuple[Vocab, dict[
     return replace(vocab, domains=[*vocab.domains, *new]), state, config.n_domains + len(new)
 
 
-def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: bool) -> TrainedModel:
-    """A model for `data`'s catalog from `foundation`: shared weights as they are, ID rows zero.
+def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: bool,
+          id_dropout: float | None = None) -> TrainedModel:
+    """A model for `data`'s catalog from `foundation`: shared weights as they are, ID rows new.
 
     `ids=False` (zero-shot): no item uses an ID row, so every item is scored by its text and
     attributes alone. `ids=True` (adapter, full): items with training interactions use their ID
-    row, which starts at zero, so training begins exactly where zero-shot stands.
+    row, which starts as a fresh model's (normal, std 0.02: small beside the text vectors, and with a
+    direction, which the ID-text alignment's cosine needs). `id_dropout` replaces the foundation's
+    (a foundation pretrained text-only, with ID dropout 1.0, would otherwise never train its ID rows).
     """
     text = check_text(text, data)
     if foundation.config.use_kg:
@@ -105,15 +109,15 @@ def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: boo
         raise RecloopError(f"the foundation reads {foundation.config.text_dim}-d text vectors but the target's "
                            f"features hold {text.shape[1]}-d ones: featurize it with the foundation's encoder")
     vocab, state, n_domains = _with_domains(foundation, data)
-    model = Recloop(replace(foundation.config, n_items=data.n_items, n_domains=n_domains))
+    config = replace(foundation.config, n_items=data.n_items, n_domains=n_domains)
+    if id_dropout is not None:
+        config = replace(config, id_dropout=id_dropout)
+    model = Recloop(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     lacking = set(missing) - per_catalog_names(model)
     if lacking or unexpected:
         raise RecloopError(f"the foundation does not fit this code's model (missing {sorted(lacking)}, "
                            f"unexpected {sorted(unexpected)}): pretrain it again with this version")
-    if model.tower.id_embedding is not None:
-        with torch.no_grad():
-            model.tower.id_embedding.weight.zero_()
     load_catalog(model, data, text, vocab)
     if not ids:
         model.tower.has_id.zero_()

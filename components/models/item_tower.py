@@ -13,9 +13,11 @@ Sources, in this order (`ItemTower.source_names`):
 
 Every source gives (*, D) vectors and is zero for the items that lack it (never the adapter's bias),
 so an item without a source simply goes without. The fusion is the sum; with `source_gates` each
-source's vector is scaled by a learned gate 2·sigmoid(g), which starts at 1 (the plain sum). The
-catalog's own data (text vectors, attribute codes, KG neighbourhoods, extra vectors) live in
-buffers, saved with the weights, so a loaded model scores without the feature files.
+source's vector is scaled by a learned gate 2·sigmoid(g), which starts at 1 (the plain sum); with
+`source_attention` each item weighs the sources it has by attention (`SourceAttention`), which also
+starts as the plain sum. The catalog's own data (text vectors, attribute codes, KG neighbourhoods,
+extra vectors) live in buffers, saved with the weights, so a loaded model scores without the feature
+files.
 """
 from __future__ import annotations
 
@@ -74,8 +76,34 @@ class KnowledgeGraphAdapter(nn.Module):
         return self.neighbour_vectors(one_hop, two_hop).sum(-2)  # (M, D)
 
 
+class SourceAttention(nn.Module):
+    """Per-item attention over the sources an item has: how much its text, graph, ID... count for this item.
+
+    Each present source scores itself (additive attention: a query against tanh of a projection of
+    its vector, plus a learned prior per source); absent sources are masked out. The weights are
+    scaled by the number of present sources, so with the query and priors at zero (their start) the
+    fusion is the plain sum, and an item's vector keeps the sum's scale whatever it learns.
+    """
+
+    def __init__(self, config: RecloopConfig, n_sources: int):
+        super().__init__()
+        self.key = nn.Linear(config.dim, config.dim)
+        self.query = nn.Parameter(torch.zeros(config.dim))
+        self.prior = nn.Parameter(torch.zeros(n_sources))
+
+    def weights(self, vectors: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(*, S) each source's weight for each item, from vectors (*, S, D) and present (*, S); absent: 0."""
+        logits = torch.tanh(self.key(vectors)) @ self.query + self.prior  # (*, S)
+        # An item with no source at all (padding) gets all-zero weights, not NaN.
+        weights = torch.softmax(logits.masked_fill(~present, -1e9), dim=-1) * present
+        return weights * present.sum(-1, keepdim=True)
+
+    def forward(self, vectors: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return (self.weights(vectors, present).unsqueeze(-1) * vectors).sum(-2)  # (*, D)
+
+
 class ItemTower(nn.Module):
-    """Named item-side sources, each with an adapter and a missing mask, fused by a (gated) sum."""
+    """Named item-side sources, each with an adapter and a missing mask, fused by a (gated) sum or attention."""
 
     def __init__(self, config: RecloopConfig):
         super().__init__()
@@ -91,6 +119,7 @@ class ItemTower(nn.Module):
         self.vector_adapters = nn.ModuleDict({name: vector_adapter(width, config)
                                               for name, width in config.extra_sources.items()})
         self.gates = nn.Parameter(torch.zeros(len(self.source_names()))) if config.source_gates else None
+        self.attention = SourceAttention(config, len(self.source_names())) if config.source_attention else None
         # Catalog data, saved with the weights so a loaded model scores without the feature files.
         self.register_buffer("text", torch.zeros(n, config.text_dim))
         self.register_buffer("has_text", torch.zeros(n, dtype=torch.bool))
@@ -106,7 +135,7 @@ class ItemTower(nn.Module):
             self.register_buffer(f"has_vectors_{name}", torch.zeros(n, dtype=torch.bool))
 
     def source_names(self) -> list[str]:
-        """The sources this tower fuses, in the order of `source_vectors` and the gates."""
+        """The sources this tower fuses, in the order of `source_vectors`, the gates and the attention."""
         built = [("id", self.config.use_id), ("text", self.config.use_text),
                  ("attributes", self.config.use_attributes), ("kg", self.config.use_kg)]
         return [name for name, on in built if on] + list(self.config.extra_sources)
@@ -160,34 +189,48 @@ class ItemTower(nn.Module):
         vectors = self.vector_adapters[name](getattr(self, f"vectors_{name}")[items])
         return vectors * getattr(self, f"has_vectors_{name}")[items].unsqueeze(-1)
 
-    def source_vectors(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each source's (*, D) vectors for item indices (*), zero where an item lacks the source."""
+    def source_vectors(self, items: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each source's (*, D) vectors and (*,) presence for item indices (*); vectors are zero where absent."""
         out = {}
         if self.id_embedding is not None:
-            ids = self.id_vectors(items)
+            ids, has_id = self.id_vectors(items), self.has_id[items]
             if self.training and self.config.id_dropout > 0:
                 keep = torch.rand(items.shape, device=items.device) >= self.config.id_dropout
-                ids = ids * keep.unsqueeze(-1)
-            out["id"] = ids
+                ids, has_id = ids * keep.unsqueeze(-1), has_id & keep
+            out["id"] = (ids, has_id)
         if self.text_adapter is not None:
-            out["text"] = self.text_vectors(items)
+            out["text"] = (self.text_vectors(items), self.has_text[items])
         if self.attribute_embedding is not None:
-            out["attributes"] = self.attribute_vectors(items)
+            out["attributes"] = (self.attribute_vectors(items), (self.attributes[items] > 0).any(-1))
         if self.kg is not None:
-            out["kg"] = self.kg_vectors(items)
+            out["kg"] = (self.kg_vectors(items), self.has_kg[items])
         for name in self.vector_adapters:
-            out[name] = self.extra_vectors(name, items)
+            out[name] = (self.extra_vectors(name, items), getattr(self, f"has_vectors_{name}")[items])
         return out
 
     def gate_values(self) -> torch.Tensor | None:
-        """(S,) each source's weight in the fusion, or None for the plain sum."""
+        """(S,) each source's gate in the fusion, or None without gates."""
         return None if self.gates is None else 2 * torch.sigmoid(self.gates)
+
+    def source_weights(self, items: torch.Tensor) -> torch.Tensor:
+        """(*, S) each source's weight in item vectors (*): its gate, its attention weight, or 1 (the sum)."""
+        if self.attention is not None:
+            sources = self.source_vectors(items).values()
+            return self.attention.weights(torch.stack([v for v, _ in sources], -2),
+                                          torch.stack([p for _, p in sources], -1))
+        gates = self.gate_values()
+        ones = torch.ones(*items.shape, len(self.source_names()), device=items.device)
+        return ones if gates is None else ones * gates
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Vectors (*, D) for item indices (*)."""
+        sources = self.source_vectors(items)
+        if self.attention is not None:
+            return self.attention(torch.stack([v for v, _ in sources.values()], -2),  # (*, S, D)
+                                  torch.stack([p for _, p in sources.values()], -1))  # (*, S)
         x = torch.zeros(*items.shape, self.config.dim, device=items.device)
         gates = self.gate_values()
-        for k, vectors in enumerate(self.source_vectors(items).values()):
+        for k, (vectors, _) in enumerate(sources.values()):
             x = x + (vectors if gates is None else gates[k] * vectors)
         return x
 

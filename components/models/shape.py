@@ -51,3 +51,4 @@ class RecloopConfig:
     kg_two_hop: int  # two-hop (relation, relation, entity) slots per item
     extra_sources: dict[str, int]  # extra vector table name -> width
     source_gates: bool  # a learned gate per source instead of the plain sum
+    source_attention: bool  # per-item attention over the sources an item has, instead of the sum

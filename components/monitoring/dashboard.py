@@ -1,7 +1,8 @@
 """The local Evidently workspace: one project whose runs are the monitor's snapshots, and its dashboard.
 
 `evidently ui --workspace evidently_workspace` shows the project's panels: drift shares and scores,
-unseen users and items, text and prediction drift, and served-list quality, one point per run at
+unseen users and items, text and prediction drift, served-list quality and, where the feedback log
+has propensities, the off-policy value (logged and estimated), one point per run at
 the time its current window ends. The panels are rebuilt from params on every run, so that they
 always match the columns and components the reports compute.
 """
@@ -15,6 +16,7 @@ from evidently.sdk.panels import line_plot_panel
 from evidently.ui.workspace import Project, Workspace
 
 from components.config import MonitorConfig
+from components.monitoring.off_policy import OPE_COLUMNS
 from components.monitoring.report import PREDICTION_COLUMNS
 from components.monitoring.text import text_columns
 
@@ -59,6 +61,12 @@ def panels(cfg: MonitorConfig) -> list[tuple[str, DashboardPanelPlot]]:
             values=[PanelMetric(legend="novelty", metric="Novelty"),
                     PanelMetric(legend="popularity bias (ARP)", metric="PopularityBiasMetric"),
                     PanelMetric(legend="diversity", metric="Diversity")])),
+        (QUALITY_TAB, line_plot_panel(
+            title="Off-policy value per served list", size="half",
+            description="from feedback with propensities: the served policy's logged value and the champion's "
+                        "SNIPS estimate under policy.target (first reward event, DCG-weighted)",
+            values=[PanelMetric(legend=legend, metric="MeanValue", metric_labels={"column": column})
+                    for column, legend in OPE_COLUMNS.items()])),
     ]
 
 

@@ -28,6 +28,7 @@ from components.errors import RecloopError
 from components.features.featurize import TEXT_VECTORS_FILE
 from components.monitoring import feedback as fb
 from components.monitoring.dashboard import add_run
+from components.monitoring.off_policy import Estimator, off_policy_part
 from components.monitoring.policy import Verdict, decide, last_trigger, read_signals, record_trigger
 from components.monitoring.report import Measurements, interactions_part, merge, predictions_part, quality_part
 from components.monitoring.text import ItemVectors, text_components
@@ -94,7 +95,7 @@ def _read(path: Path, name: str) -> pd.DataFrame:
 
 def _feedback(cfg: MonitorConfig, labels: LabelsConfig, feedback: Path, reference_feedback: Path | None,
               split_at: int, reference: pd.DataFrame, item_vectors: ItemVectors | None, seed: int,
-              measured: Measurements) -> list[tuple[str, Snapshot]]:
+              measured: Measurements, off_policy: Estimator | None = None) -> list[tuple[str, Snapshot]]:
     """Prediction drift and quality parts from the feedback log(s).
 
     Without a separate reference log, the one log is cut at the current window's start: what was
@@ -116,6 +117,12 @@ def _feedback(cfg: MonitorConfig, labels: LabelsConfig, feedback: Path, referenc
             parts.append(("Prediction drift: served scores, like probabilities, popularity", snapshot))
     else:
         measured.notes.append("prediction drift: needs served rows in both the reference and the current feedback")
+    estimate = None if off_policy is None or not len(served) else off_policy(log)
+    if estimate is not None:
+        parts.append((f"Off-policy estimate ({estimate['metric']} per list)", off_policy_part(estimate)))
+        measured.notes.append(f"off-policy {estimate['metric']}: logged {estimate['ope_logged']:.4f}, champion under "
+                              f"policy.target {estimate['ope_estimate']:.4f} [{estimate['ope_low']:.4f}, "
+                              f"{estimate['ope_high']:.4f}] ({estimate['lists']} lists)")
     if not (len(served) and fb.has_outcomes(log)):
         measured.notes.append("quality: the current feedback has no served lists with outcomes")
         return parts
@@ -146,12 +153,13 @@ def _publish(parts: list[tuple[str, Snapshot]], run: str, verdict: Verdict, cfg:
 def monitor(cfg: MonitorConfig, reference: Path, current: Path, report_dir: Path, *,
             feedback: Path | None = None, reference_feedback: Path | None = None,
             item_vectors: Path | None = None, items: Path | None = None, seed: int = 42,
-            labels: LabelsConfig = LabelsConfig()) -> MonitorSummary:
+            labels: LabelsConfig = LabelsConfig(), off_policy: Estimator | None = None) -> MonitorSummary:
     """Compare `current` with `reference`, write the report and the verdict, add a workspace run.
 
     `feedback` (and optionally `reference_feedback`) is a feedback log; `item_vectors` with `items`
     are the featurize stage's text vectors and the items table they follow. A served item counts as
-    liked when its feedback is a rating at or above `labels.like_threshold`.
+    liked when its feedback is a rating at or above `labels.like_threshold`. `off_policy` turns the
+    current feedback into an off-policy estimate (components/monitoring/off_policy.py) where it can.
     """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +181,7 @@ def monitor(cfg: MonitorConfig, reference: Path, current: Path, report_dir: Path
             progress.update()
             if feedback is not None:
                 parts += _feedback(cfg, labels, feedback, reference_feedback, cur_info.start_ts, ref, vectors, seed,
-                                   measured)
+                                   measured, off_policy)
             progress.update()
         verdict = decide(read_signals(measured, cfg), cfg, ref_info, cur_info, last_trigger(report_dir))
         if parts:

@@ -89,6 +89,38 @@ def logged_lists(feedback: pd.DataFrame, reward_events: list[str]) -> pd.DataFra
     return out
 
 
+def has_propensities(feedback: pd.DataFrame) -> bool:
+    """Whether the log holds served impressions with a logged propensity (a service that explored)."""
+    shown = feedback[(feedback["source"] == "server") & (feedback["event"] == "impression")]
+    return "propensity" in shown and bool(shown["propensity"].notna().any())
+
+
+def rewarded_lists(feedback: pd.DataFrame, reward_events: list[str]) -> pd.DataFrame:
+    """`logged_lists` with one `reward` column (1 when any of `reward_events` followed), for the policy
+    objective (components/policy/reinforce.py)."""
+    lists = logged_lists(feedback, reward_events)
+    return lists.assign(reward=lists[list(reward_events)].max(axis=1))
+
+
+def gate_estimates(cfg: PolicyConfig, feedback: pd.DataFrame, data: SplitData, champion: TrainedModel,
+                   challenger: TrainedModel, extra_history: pd.DataFrame | None = None, candidates: int = 100,
+                   seed: int = 0) -> dict:
+    """What the gate compares: champion and challenger models, both under the policy `cfg.target`,
+    estimated with SNIPS on the same logged lists (the first reward event, DCG-weighted), so the
+    comparison is between models and not between the served policy and the target one; the logged
+    value, intervals, ESS and support beside them."""
+    metric = f"{cfg.reward_events[0]}_dcg"
+    a = ope_compare(cfg, feedback, data, champion, extra_history, candidates, seed).challenger[metric]
+    compared = ope_compare(cfg, feedback, data, challenger, extra_history, candidates, seed)
+    b = compared.challenger[metric]
+    return {"metric": metric, "estimator": "snips", "policy": compared.policy,
+            "champion": a.estimates["snips"].value, "challenger": b.estimates["snips"].value,
+            "champion_low": a.estimates["snips"].low, "champion_high": a.estimates["snips"].high,
+            "challenger_low": b.estimates["snips"].low, "challenger_high": b.estimates["snips"].high,
+            "logged": compared.champion[metric].value, "lists": compared.requests, "skipped": compared.skipped,
+            "champion_ess": a.ess, "challenger_ess": b.ess, "challenger_support": b.support}
+
+
 def ope_compare(cfg: PolicyConfig, feedback: pd.DataFrame, data: SplitData, challenger: TrainedModel,
                 extra_history: pd.DataFrame | None = None, candidates: int = 100, seed: int = 0,
                 report_dir: Path | None = None) -> OpeComparison:

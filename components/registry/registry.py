@@ -100,13 +100,17 @@ def register(cfg: RegistryConfig, log_model: Callable[[], str], run_name: str = 
 
 
 def alias_version(cfg: RegistryConfig, alias: str) -> int | None:
-    """The version behind `alias`, or None when the alias (or the model) does not exist."""
+    """The version behind `alias`, or None when the alias (or the model) does not exist. A registry
+    that cannot be read (a broken store, a server down) raises: that is no answer about the alias."""
     from mlflow.exceptions import MlflowException
 
     try:
         return int(client(cfg).get_model_version_by_alias(cfg.model_name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as e:
+        # MLflow's codes for a missing model and a missing alias (SQL and REST stores alike).
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def _history(mlflow_client, cfg: RegistryConfig) -> list[int]:

@@ -6,8 +6,9 @@ has: a knowledge-graph entity reached by the same relation, or an attribute valu
 brand). The tower sums such neighbours (`KnowledgeGraphAdapter.neighbour_vectors`: each one-hop
 neighbour's share of the KG vector; the attribute source: each value's embedding over the item's
 count), so each fact has an exact share of the recommended item's vector; its contribution is that
-share (times the source's gate) dotted with the history item's vector: how much the fact adds to the
-similarity between the two that the explanation's history items already report. Facts are ranked by
+share (times the source's weight in the item's fusion: its gate or attention weight) dotted with the
+history item's vector: how much the fact adds to the similarity between the two that the
+explanation's history items already report. Facts are ranked by
 contribution, only those that add to it are kept, and each shared value or entity is named once,
 with the history item it connects to most. Entities of graphs such as MKR's are anonymous numbers, so
 a fact names the relation and the history item, never the entity.
@@ -59,9 +60,9 @@ class FactFinder:
     def __init__(self, model: Recloop, vocab: Vocab, table: torch.Tensor):
         tower = model.tower
         self.table = table.detach()  # (N, D) the catalog's item vectors
-        gates = tower.gate_values()
-        names = tower.source_names()
-        gate = {n: (1.0 if gates is None else float(gates[k])) for k, n in enumerate(names)}
+        with torch.no_grad():
+            weights = tower.source_weights(torch.arange(len(self.table)))  # (N, S): gate, attention weight or 1
+        gate = {n: weights[:, k] for k, n in enumerate(tower.source_names())}
         self.kg, self.attributes = None, None
         if tower.kg is not None:
             self.kg = tower.kg
@@ -91,7 +92,7 @@ class FactFinder:
             return []
         with torch.inference_mode():
             shares = self.kg.neighbour_vectors(torch.from_numpy(self.one_hop[item:item + 1]),
-                                               self.two_hop[item:item + 1])[0] * self.kg_gate  # (K1 + K2, D)
+                                               self.two_hop[item:item + 1])[0] * self.kg_gate[item]  # (K1 + K2, D)
         mine = self.one_hop[item]  # (K1, 2)
         theirs = self.one_hop[history]  # (H, K1, 2)
         facts = []
@@ -114,7 +115,7 @@ class FactFinder:
         facts = []
         theirs = self.attributes[history]  # (H, A)
         for code in np.unique(mine):
-            share = self.attribute_weight[code] * self.attribute_gate / len(mine)  # (D,)
+            share = self.attribute_weight[code] * self.attribute_gate[item] / len(mine)  # (D,)
             for h in history[(theirs == code).any(1)]:
                 column, value = self.tokens[code - 1]
                 facts.append(Fact("attribute", column, value, int(h), float(share @ self.table[h])))

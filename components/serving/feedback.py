@@ -130,7 +130,9 @@ def _add_propensity(conn: sqlite3.Connection) -> None:
 
 
 class _SqliteStore:
-    """One file; the connection outlives a failed commit (the next one tries the file again)."""
+    """One file; a failed commit drops the connection and the next commit opens the file again: a
+    connection SQLite opened read-only (a file it could not write) stays read-only, and one that hit
+    an I/O error (a full disk) is best not trusted."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.name = path, str(path)
@@ -156,7 +158,8 @@ class _SqliteStore:
             raise
 
     def after_failure(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
-        return conn
+        conn.close()
+        return None
 
 
 class _PostgresStore:

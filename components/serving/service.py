@@ -35,6 +35,7 @@ from components.config import Params, ServeConfig, load_params
 from components.errors import RecloopError
 from components.registry.registry import CHAMPION, alias_version
 from components.serving import logs, timeout
+from components.serving.batching import EncoderBatcher
 from components.serving.bento import VERSION_LABEL, import_champion
 from components.serving.bundle import find_bundle, load_bundle
 from components.serving.feedback import FeedbackLog, FeedbackStoreUnavailable, store_location
@@ -67,6 +68,9 @@ RECOMMENDATIONS = bentoml.metrics.Counter(name="recloop_recommendations", docume
                                           labelnames=["strategy"])
 UNKNOWN_ITEMS = bentoml.metrics.Counter(name="recloop_unknown_history_items",
                                         documentation="history item ids not in the catalog (ignored)")
+ENCODER_BATCH = bentoml.metrics.Histogram(name="recloop_encoder_batch_size",
+                                         documentation="requests per encoder call (ad-hoc histories, fresh users)",
+                                         buckets=(1, 2, 4, 8, 16, 32, 64))
 FEEDBACK_EVENTS = bentoml.metrics.Counter(name="recloop_feedback_events", documentation="feedback events logged",
                                           labelnames=["event"])
 
@@ -95,8 +99,9 @@ def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=Non
 
 # Measured on 2 cores (docs/serving.md): serve.workers (default one; two nearly doubled throughput
 # on an otherwise idle machine, at 1.7x the memory; each worker follows the champion itself).
-# No max_concurrency (beyond it BentoML answers 503) and no adaptive batching (it answered 503 under
-# 32 connections; a known user's answer is a lookup anyway).
+# No max_concurrency (beyond it BentoML answers 503) and no BentoML adaptive batching: requests that need
+# the encoder are batched on the event loop (EncoderBatcher), 5x faster than BentoML's batching of the
+# same path (docs/benchmarks.md, "Batched encoder calls").
 # No access log: a line written per request cost more than a known user's answer; /metrics counts
 # requests and latencies, and the feedback log holds every answer.
 SERVER_SETTINGS = {"workers": PARAMS.serve.workers, "traffic": {"timeout": 30},
@@ -140,8 +145,9 @@ class RecloopService:
         # The log first: it creates the file and table the recommender's fresh-event reader follows.
         self.log = FeedbackLog(store_location(PARAMS.serve)).open()
         self.recommender = load_bento_recommender(stored, PARAMS.serve)
+        self.batcher = EncoderBatcher(observe=ENCODER_BATCH.observe)
         self._switching = threading.Lock()
-        self._warned_at = -float("inf")
+        self._warned: dict[str, float] = {}  # topic -> when it was last warned about
         self._stop = threading.Event()
         if PARAMS.serve.watch_seconds > 0:
             self._champion()  # the registry client's first use (seconds of imports) now, not under load
@@ -165,10 +171,12 @@ class RecloopService:
             if request.user_id is not None:
                 self._refresh(recommender)
             if request.text is None:
-                # A stored or fresh user, an ad-hoc history, popularity: under a millisecond (one small
-                # encoder call at most), cheaper run here than handed to a thread (each hand-over of
-                # the GIL between threads can cost a 5 ms switch interval).
-                answer = recommender.recommend(request)
+                # A stored or fresh user, an ad-hoc history, popularity: under a millisecond, cheaper run
+                # here than handed to a thread (each hand-over of the GIL between threads can cost a 5 ms
+                # switch interval). Those that need the encoder share its calls (components/serving/batching.py).
+                answer = recommender.start(request)
+                if not isinstance(answer, RecommendResponse):
+                    answer = await self.batcher.recommend(recommender, answer)
             else:
                 # The language model (milliseconds): in a thread, so the event loop keeps serving the rest.
                 answer = await asyncio.to_thread(recommender.recommend, request)
@@ -186,10 +194,14 @@ class RecloopService:
         try:
             recommender.fresh.refresh()
         except FeedbackStoreUnavailable as e:
-            now = time.monotonic()
-            if now - self._warned_at > 60:
-                self._warned_at = now
-                logger.warning("fresh state may be stale: %s", logs.one_line(e))
+            self._warn("fresh", f"fresh state may be stale: {logs.one_line(e)}")
+
+    def _warn(self, topic: str, message: str) -> None:
+        """One warning a minute per topic: a store that stays down must not flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(topic, -float("inf")) > 60:
+            self._warned[topic] = now
+            logger.warning(message)
 
     @bentoml.api
     def similar_items(self, request: SimilarRequest, /) -> SimilarResponse:
@@ -217,6 +229,7 @@ class RecloopService:
         try:
             await asyncio.wrap_future(self.log.submit(rows))
         except Exception as e:  # the disk, not the client: 503 says "retry", and nothing was acknowledged
+            self._warn("feedback", f"/feedback answers 503 until the feedback log can be written: {logs.one_line(e)}")
             return JSONResponse({"error": f"the feedback log could not be written ({e}); retry later"},
                                 status_code=503)
         for event in request.events:

@@ -116,12 +116,17 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, genera
 
 
 def training_step(net: torch.nn.Module, batch: SequenceBatch, targets: Targets, negatives: Negatives | None,
-                  objective: Objective, optimizer: torch.optim.Optimizer, grad_clip: float | None
+                  objective: Objective, optimizer: torch.optim.Optimizer, grad_clip: float | None,
+                  extra_loss: Callable[[], torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimiser step on one batch: the objective's weighted loss, its gradients clipped to `grad_clip`.
-    Returns the weighted loss and each task's own."""
+    """One optimiser step on one batch: the objective's weighted loss (plus `extra_loss()`, already
+    weighted, e.g. the policy term of components/policy/reinforce.py), its gradients clipped to
+    `grad_clip`. Returns the weighted loss and each task's own."""
     _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature)
     loss = sum(objective.weights[t] * losses[t] for t in objective.tasks)
+    if extra_loss is not None:
+        losses["extra"] = extra_loss()
+        loss = loss + losses["extra"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -148,7 +153,8 @@ def epoch_line(desc: str, epoch: int, epochs: int, metrics: dict[str, float], re
 def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
           validate: Callable[[Recloop], dict[str, float]], tracker: Tracker, params: dict,
           checkpoint: os.PathLike | None = None, fingerprint: str = "", sampler: NegativeSampler | None = None,
-          desc: str = "train", start_is_candidate: bool = False) -> LoopResult:
+          desc: str = "train", start_is_candidate: bool = False,
+          extra_loss: Callable[[], torch.Tensor] | None = None) -> LoopResult:
     """Train `model` in place; on return it holds the best epoch's weights (unless interrupted).
 
     `validate(model)` returns metrics including `valid_ndcg@10`, which early stopping watches.
@@ -224,7 +230,8 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
             if device.type != "cpu":
                 batch, targets = to_device(batch, device), to_device(targets, device)
             negatives = sampler.draw(device) if sampler is not None else None
-            loss, losses = training_step(net, batch, targets, negatives, objective, optimizer, cfg.grad_clip)
+            loss, losses = training_step(net, batch, targets, negatives, objective, optimizer, cfg.grad_clip,
+                                         extra_loss)
             steps += 1
             for name, value in (("loss", loss), *losses.items()):
                 totals[name] = totals.get(name, 0.0) + float(value.detach())

@@ -101,8 +101,9 @@ def validator(trained: TrainedModel, data: SplitData, labels: LabelsConfig | Non
 def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: Objective, cfg: TrainingConfig,
         seed: int, *, validate: Callable[[Recloop], dict[str, float]], tracker: Tracker | None = None,
         checkpoint: Path | None = None, params: dict | None = None, desc: str = "train",
-        start_is_candidate: bool = False) -> LoopResult:
-    """Train with full softmax, or sampled softmax with log-Q correction above `full_softmax_max_items`."""
+        start_is_candidate: bool = False, extra_loss: Callable[[], torch.Tensor] | None = None) -> LoopResult:
+    """Train with full softmax, or sampled softmax with log-Q correction above `full_softmax_max_items`;
+    `extra_loss` is added to every step's loss (see `train`)."""
     model = trained.model
     sampler = None
     if model.config.n_items > cfg.full_softmax_max_items:
@@ -116,7 +117,8 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
     try:
         return train(model, rows, objective, cfg, seed=seed, validate=validate,
                      tracker=tracker or Tracker(None, desc), params=params or {}, checkpoint=checkpoint,
-                     fingerprint=key, sampler=sampler, desc=desc, start_is_candidate=start_is_candidate)
+                     fingerprint=key, sampler=sampler, desc=desc, start_is_candidate=start_is_candidate,
+                     extra_loss=extra_loss)
     finally:
         model.cpu()  # saved, scored and served from the CPU
 

@@ -7,8 +7,10 @@
   weight stays bit for bit the foundation's.
 - `full`: the same start, then every weight fine-tunes.
 
-Training modes use the fine-tuning objective and knobs (`finetune`); the start (the zero-shot
-model) is a candidate for the best epoch, so transfer never ends below zero-shot on validation.
+Training modes use the fine-tuning knobs (`finetune`) and its objective with the ID-text alignment
+at `transfer.contrastive` (the new ID rows learn to agree with the text, as pretraining from scratch
+teaches them); the start (the foundation with fresh ID rows) is a candidate for the best epoch, so a
+transfer never ends below where it started on validation.
 The result is written where the finetune stage writes, so evaluate, package and serve read it.
 """
 from __future__ import annotations
@@ -28,8 +30,7 @@ from components.models.model import Recloop
 from components.models.sequences import training_rows
 from components.tracking import Tracker
 from components.training.distributed import is_main_process
-from components.training.finetune import objective
-from components.training.loop import LoopResult, configure_torch
+from components.training.loop import LoopResult, Objective, configure_torch
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
 
 MODES = ("zero-shot", "adapter", "full")
@@ -84,27 +85,33 @@ def set_trainable(model: Recloop, mode: str, adapter_trains: list[str]) -> tuple
     return trainable, total
 
 
-def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, mode: str, cfg: FinetuneConfig,
-                   seed: int, *, adapter_trains: list[str] = TransferConfig().adapter_trains,
-                   labels: LabelsConfig = LabelsConfig(), tracker: Tracker | None = None,
-                   checkpoint: Path | None = None, params: dict | None = None, curve_stage: str | None = None,
-                   ) -> tuple[TrainedModel, LoopResult | None, dict]:
-    """The foundation on `data`'s catalog in `mode`; (model, loop result or None for zero-shot, info).
+def objective(cfg: TransferConfig, finetune: FinetuneConfig) -> Objective:
+    """The fine-tuning objective with the ID-text alignment weighted by `transfer.contrastive`."""
+    return Objective({**finetune.weights.model_dump(), "contrastive": cfg.contrastive}, finetune.temperature)
+
+
+def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cfg: TransferConfig,
+                   finetune: FinetuneConfig, seed: int, *, labels: LabelsConfig = LabelsConfig(),
+                   tracker: Tracker | None = None, checkpoint: Path | None = None, params: dict | None = None,
+                   curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult | None, dict]:
+    """The foundation on `data`'s catalog in `cfg.mode`; (model, loop result or None for zero-shot, info).
 
     `info` holds the mode, trainable and total parameter counts and, for zero-shot, the validation metrics.
     """
-    configure_torch(cfg.threads, seed)
-    trained = adopt(foundation, data, text, ids=mode != "zero-shot")
+    mode, adapter_trains = cfg.mode, cfg.adapter_trains
+    configure_torch(finetune.threads, seed)  # the new ID rows are part of what the seed fixes
+    trained = adopt(foundation, data, text, ids=mode != "zero-shot", id_dropout=cfg.id_dropout)
     trainable, total = set_trainable(trained.model, mode, adapter_trains)
     info = {"mode": mode, "trainable_parameters": trainable, "parameters": total,
             "trainable_share": round(trainable / max(total, 1), 4)}
     validate = validator(trained, data, labels, curve_stage=curve_stage)
     if mode == "zero-shot":
         return trained, None, info | validate(trained.model)
-    rows = training_rows(data, trained.vocab, trained.model.config.max_len, cfg.windows, labels)
+    rows = training_rows(data, trained.vocab, trained.model.config.max_len, finetune.windows, labels)
     try:
-        result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
-                     checkpoint=checkpoint, params=params, desc=f"transfer-{mode}", start_is_candidate=True)
+        result = run(trained, data, rows, objective(cfg, finetune), finetune, seed, validate=validate,
+                     tracker=tracker, checkpoint=checkpoint, params=params, desc=f"transfer-{mode}",
+                     start_is_candidate=True)
     finally:
         for p in trained.model.parameters():
             p.requires_grad_(True)
@@ -126,8 +133,7 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
     params = {"stage": "transfer", "seed": seed, "transfer": cfg.model_dump(mode="json"),
               "finetune": finetune.model_dump(mode="json"), "foundation_sources": found.sources,
               "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
-    trained, result, info = transfer_model(found, data, text, cfg.mode, finetune, seed,
-                                           adapter_trains=cfg.adapter_trains, labels=labels, tracker=tracker,
+    trained, result, info = transfer_model(found, data, text, cfg, finetune, seed, labels=labels, tracker=tracker,
                                            checkpoint=checkpoint, params=params)
     out_dir = Path(models_dir) / FINETUNED_DIR
     extra = {k: info[k] for k in ("mode", "trainable_parameters", "parameters", "trainable_share")}

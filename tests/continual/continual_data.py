@@ -85,3 +85,33 @@ def weak_champion() -> TrainedModel:
     short = TINY_FINETUNE.model_copy(update={"epochs": 1, "lr": 3e-4})
     trained, _ = finetune_model(base(), text(base().items), short, 0, pretrained=None, knobs=TINY_MODEL)
     return trained
+
+
+def served_log(path: Path, champion: TrainedModel, epsilon: float = 0.3) -> int:
+    """A real feedback log of window 0 at `path`: `champion`'s lists served with epsilon-greedy (the
+    replay simulator's requests, clicks from the users' real later ratings), written by the service's
+    SQLite writer with their propensities. Returns the clicks."""
+    from components.config import ExplorationConfig, ReplayConfig
+    from components.continual.policy_replay import serve, window_requests
+    from components.policy.ope import position_weights
+    from components.serving.feedback import FeedbackLog
+
+    cfg = ReplayConfig(windows=1, requests_per_user=5, k=5, candidates=20, position_bias=0.0)
+    data = base()
+    w = window_requests(champion, data.items, movies(), history(data), window(0), data.users, text, cfg, 0, 0)
+    served = serve(w.requests, ExplorationConfig(kind="epsilon", epsilon=epsilon), cfg, position_weights(5, "rate"), 0)
+    ids = w.opened.data.items["item_id"].astype(str).to_numpy()
+    rows = []
+    for slot in served.log.itertuples(index=False):
+        shown = {"request_id": slot.request_id, "user_id": str(slot.user_id), "item_id": ids[slot.item_idx],
+                 "timestamp": int(slot.timestamp)}
+        rows.append({**shown, "rank": int(slot.position) + 1, "score": float(slot.score), "event": "impression",
+                     "value": 1.0, "source": "server", "propensity": float(slot.propensity)})
+        if slot.reward > 0:
+            rows.append({**shown, "timestamp": int(slot.timestamp) + 60, "event": "click", "value": 1.0,
+                         "source": "client"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = FeedbackLog(path).open()
+    log.append(rows)
+    log.close()
+    return int(served.log["reward"].sum())

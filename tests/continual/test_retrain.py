@@ -9,10 +9,12 @@ from pathlib import Path
 
 import continual_data as c
 import numpy as np
+import pytest
 import torch
 
 from components.config import Params
 from components.continual.retrain import retrain
+from components.errors import RecloopError
 from components.models.artifacts import save_trained
 from components.registry.registry import CHAMPION, alias_version, list_versions, promote
 
@@ -48,6 +50,8 @@ def _workspace(tmp_path: Path, continual: dict | None = None) -> Params:
                              "canonical": str(tmp_path / "canonical")},
         "featurize": {"cache_dir": str(tmp_path / "cache")},
         "finetune": c.TINY_FINETUNE.model_dump(), "continual": {**c.CONTINUAL.model_dump(), **(continual or {})},
+        # No feedback log unless a test writes one (the default path is relative to the working directory).
+        "serve": {"feedback_log": str(tmp_path / "logs" / "feedback.db")},
         "tracking": {"uri": uri}, "registry": {"uri": uri}})
 
 
@@ -97,3 +101,30 @@ def test_retrain_warm_starts_from_the_registered_champion(tmp_path):
     assert challenger.item_ids[:n_old] == champion.item_ids and len(challenger.item_ids) > n_old
     old, new = champion.model.tower.id_embedding.weight, challenger.model.tower.id_embedding.weight
     assert torch.allclose(new[:n_old], old, atol=1e-6)
+
+
+def test_retrain_gates_on_the_logs_off_policy_estimate_and_learns_its_lists(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    params = _workspace(tmp_path, {"objective": "mixed", "ope_gate": True})
+    assert c.served_log(Path(params.serve.feedback_log), c.weak_champion()) > 0
+    summary = retrain(params)
+    ope = summary.decision.ope
+    assert ope["metric"] == "click_dcg" and ope["lists"] > 0 and ope["champion"] > 0 and ope["challenger"] >= 0
+    assert ope["champion_low"] <= ope["champion"] <= ope["champion_high"]
+    assert any(r.startswith("off-policy click_dcg: challenger") for r in summary.decision.reasons)
+    if ope["challenger"] < ope["champion"]:
+        assert not summary.decision.promote
+    report = json.loads(summary.report.read_text())
+    assert report["ope"]["champion"] == ope["champion"] and report["params"]["objective"] == "mixed"
+    client = MlflowClient(tracking_uri=params.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(params.continual.experiment).experiment_id])
+    assert run.data.metrics["ope_champion"] == pytest.approx(ope["champion"])
+    assert run.data.metrics["ope_challenger"] == pytest.approx(ope["challenger"])
+    assert summary.decision.extra["epochs"] == params.continual.epochs
+
+
+def test_the_policy_objective_without_a_log_is_a_clear_error(tmp_path):
+    params = _workspace(tmp_path, {"objective": "policy"})
+    with pytest.raises(RecloopError, match="learns from the feedback log's served lists"):
+        retrain(params)

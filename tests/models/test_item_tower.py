@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from recloop_data import TINY_MODEL, TINY_PRETRAIN
 
-from components.config import ItemSourcesConfig, KGConfig, VectorSourceConfig
+from components.config import ItemSourcesConfig, KGConfig, ModelConfig, VectorSourceConfig
 from components.data.sources.kg import KnowledgeGraph, read_kg
 from components.models.artifacts import CONFIG_FILE, TrainedModel, load_trained, save_trained
 from components.models.catalog import build_model
@@ -126,11 +126,63 @@ def test_model_folders_saved_before_the_sources_still_load(movielens, item_text,
     save_trained(TrainedModel(model, fit_vocab(movielens, 8, 2), movielens.items["item_id"].tolist()), tmp_path, {})
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
     old = {k: v for k, v in config.items() if k not in ("use_kg", "kg_relations", "n_entities", "kg_neighbours",
-                                                          "kg_two_hop", "extra_sources", "source_gates")}
+                                                          "kg_two_hop", "extra_sources", "source_gates",
+                                                          "source_attention")}
     (tmp_path / CONFIG_FILE).write_text(json.dumps(old))
     loaded = load_trained(tmp_path).model
     with torch.no_grad():
         assert torch.equal(loaded.catalog(), model.catalog())
+
+
+def test_source_attention_starts_as_the_sum_and_masks_the_sources_an_item_lacks(movielens, item_text, tmp_path):
+    folder = kg_folder(tmp_path, movielens)
+    attended = model_with(movielens, item_text, use_kg=True, source_attention=True,
+                          sources=ItemSourcesConfig(kg=folder))
+    summed = model_with(movielens, item_text, use_kg=True, sources=ItemSourcesConfig(kg=folder))
+    summed.load_state_dict({k: v for k, v in attended.state_dict().items() if k in summed.state_dict()})
+    items = torch.arange(movielens.n_items)
+    with torch.no_grad():
+        assert torch.allclose(attended.catalog(), summed.catalog(), atol=1e-6)
+        # Learned query and priors: each item weighs its own sources; those it lacks weigh nothing.
+        attention = attended.tower.attention
+        torch.manual_seed(1)
+        attention.query.normal_()
+        attention.prior.normal_()
+        weights = attended.tower.source_weights(items)  # (N, S) over id, text, attributes, kg
+        linked = attended.tower.has_kg
+        assert torch.equal(weights[:, 3] > 0, linked)
+        assert torch.allclose(weights.sum(-1), (weights > 0).sum(-1).float(), atol=1e-5)
+        assert weights[linked, 3].std() > 0  # per item, not one weight per source
+        # Without the graph, an unlinked item's vector is what a tower without the KG source makes of it.
+        plain = model_with(movielens, item_text, source_attention=True)
+        plain.load_state_dict({k: v for k, v in attended.state_dict().items()
+                               if k in plain.state_dict() and k != "tower.attention.prior"}, strict=False)
+        plain.tower.attention.prior.copy_(attention.prior[:3])
+        assert torch.allclose(attended.tower(items)[~linked], plain.tower(items)[~linked], atol=1e-6)
+        # Padding (no source at all) stays zero rather than NaN.
+        attended.tower.has_id.zero_(), attended.tower.has_text.zero_(), attended.tower.has_kg.zero_()
+        attended.tower.attributes.zero_()
+        assert torch.equal(attended.tower(items), torch.zeros(movielens.n_items, attended.config.dim))
+
+
+def test_source_attention_trains_saves_and_loads(movielens, item_text, tmp_path):
+    from components.training.pretrain import pretrain_model
+
+    knobs = TINY_MODEL.model_copy(update={"source_attention": True})
+    trained, result = pretrain_model(movielens, item_text, knobs, TINY_PRETRAIN.model_copy(update={"epochs": 1}),
+                                     seed=0)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    assert trained.model.tower.attention.query.abs().sum() > 0  # it learned something
+    save_trained(trained, tmp_path / "model", {})
+    loaded = load_trained(tmp_path / "model").model
+    assert loaded.config.source_attention
+    with torch.no_grad():
+        assert torch.equal(loaded.catalog(), trained.model.catalog())
+
+
+def test_gates_and_attention_are_two_fusions_not_one():
+    with pytest.raises(ValueError, match="choose one"):
+        ModelConfig(**TINY_MODEL.model_dump() | {"source_gates": True, "source_attention": True})
 
 
 @pytest.mark.parametrize("bad", [[VectorSourceConfig(name="kg", path=Path("x.npz"))],

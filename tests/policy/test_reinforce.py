@@ -35,26 +35,25 @@ def test_the_loss_weighs_by_the_capped_ratio_and_the_top_k_factor():
     assert logits.grad[0, 1] < 0 < logits.grad[0, 0]
 
 
-def test_the_policy_objective_learns_the_clicked_items():
+@pytest.fixture(scope="module")
+def replayed():
+    """A window of real MovieLens served with epsilon-greedy: the champion, its requests, the open
+    window and the served log with item ids."""
     cfg = ReplayConfig(windows=1, requests_per_user=5, k=5, candidates=20, position_bias=0.0)
     rows = c.window(0)
     champion = c.champion()
     history = c.history(c.base())
     w = window_requests(champion, c.base().items, c.movies(), history, rows, c.base().users, c.text, cfg, 0, 0)
     served = serve(w.requests, ExplorationConfig(kind="epsilon", epsilon=0.3), cfg, position_weights(5, "rate"), 0)
-    assert served.log["reward"].sum() > 5
     opened = open_window(champion, c.base().items, c.movies(), history, rows, c.base().users, c.text, 0.2)
     ids = opened.data.items["item_id"].to_numpy()
-    logged = served.log.assign(item_id=ids[served.log["item_idx"].to_numpy()])
-    policy = c.CONTINUAL.model_copy(update={"objective": "policy", "epochs": 5, "lr_scale": 3.0})
-    with pytest.raises(RecloopError, match="objective=policy learns from logged lists"):
-        continual_finetune(champion, opened.data, opened.text, policy, c.TINY_FINETUNE, 0, since=c.CUTOFF)
-    learner, result = continual_finetune(champion, opened.data, opened.text, policy, c.TINY_FINETUNE, 0,
-                                         since=c.CUTOFF, logged=logged)
-    assert result.rows == int(served.log["reward"].sum()) and result.epochs == 5
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    return champion, w, opened, served.log.assign(item_id=ids[served.log["item_idx"].to_numpy()])
 
-    clicked = logged[logged["reward"] > 0]
+
+def clicked_log_prob(w, logged, rewarded: bool = True):
+    """The mean log-probability a model gives each clicked (or each shown, unclicked) item, from its
+    user's history before the request."""
+    clicked = logged[(logged["reward"] > 0) == rewarded]
     data = w.opened.data
     users = {u: i for i, u in enumerate(data.users["user_id"].astype(str))}
     targets = pd.DataFrame({"user_id": clicked["user_id"].astype(str), "item_id": clicked["item_id"].astype(str),
@@ -68,5 +67,58 @@ def test_the_policy_objective_learns_the_clicked_items():
         scores = RecloopScorer(model).fit(data).score(pre.data, np.arange(len(targets)), "test")
         return torch.log_softmax(scores, 1)[torch.arange(len(targets)), torch.as_tensor(targets["item_idx"].to_numpy())]
 
-    before, after = log_prob(w.opened.champion), log_prob(learner)
-    assert float((after - before).mean()) > 0
+    return lambda model: float(log_prob(model).mean())
+
+
+def test_the_policy_objective_learns_the_clicked_items(replayed):
+    champion, w, opened, logged = replayed
+    assert logged["reward"].sum() > 5
+    policy = c.CONTINUAL.model_copy(update={"objective": "policy", "epochs": 5, "lr_scale": 3.0,
+                                            "policy_baseline": False})
+    with pytest.raises(RecloopError, match="objective=policy learns from logged lists"):
+        continual_finetune(champion, opened.data, opened.text, policy, c.TINY_FINETUNE, 0, since=c.CUTOFF)
+    learner, result = continual_finetune(champion, opened.data, opened.text, policy, c.TINY_FINETUNE, 0,
+                                         since=c.CUTOFF, logged=logged)
+    assert result.rows == int(logged["reward"].sum()) and result.epochs == 5
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    log_prob = clicked_log_prob(w, logged)
+    assert log_prob(learner) > log_prob(w.opened.champion)
+
+
+def test_the_baseline_reads_every_slot_and_the_mixed_objective_adds_the_term(replayed):
+    champion, w, opened, logged = replayed
+    policy = c.CONTINUAL.model_copy(update={"objective": "policy", "epochs": 5, "lr_scale": 3.0,
+                                            "policy_baseline": True})
+    learner, result = continual_finetune(champion, opened.data, opened.text, policy, c.TINY_FINETUNE, 0,
+                                         since=c.CUTOFF, logged=logged)
+    assert result.rows == len(logged)  # unrewarded slots carry a negative advantage: pushed down
+    unclicked = clicked_log_prob(w, logged, rewarded=False)
+    assert unclicked(learner) < unclicked(w.opened.champion)
+    log_prob = clicked_log_prob(w, logged)
+
+    supervised = c.CONTINUAL.model_copy(update={"epochs": 3, "lr_scale": 3.0})
+    mixed = supervised.model_copy(update={"objective": "mixed", "policy_weight": 3.0, "policy_baseline": False})
+    with pytest.raises(RecloopError, match="objective=mixed learns from logged lists"):
+        continual_finetune(champion, opened.data, opened.text, mixed, c.TINY_FINETUNE, 0, since=c.CUTOFF)
+    plain, _ = continual_finetune(champion, opened.data, opened.text, supervised, c.TINY_FINETUNE, 0, since=c.CUTOFF)
+    both, result = continual_finetune(champion, opened.data, opened.text, mixed, c.TINY_FINETUNE, 0,
+                                      since=c.CUTOFF, logged=logged)
+    assert all("train_extra" in h for h in result.history if h["epoch"] > 0)
+    assert log_prob(both) > log_prob(plain)
+
+
+def test_normalised_weights_make_the_loss_a_weighted_mean():
+    logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])  # pi = (0.25, 0.75) twice
+    actions, reward, behaviour = torch.tensor([1, 0]), torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.5])
+    # weights: 1.5 * 2 * 0.25 = 0.75 for item 1, 0.5 * 2 * 0.75 = 0.75 for item 0: their mean of -log pi.
+    loss = reinforce_loss(logits, actions, reward, behaviour, k=2, cap=10.0, normalise=True)
+    assert float(loss) == pytest.approx(-(math.log(0.75) + math.log(0.25)) / 2)
+    scaled = reinforce_loss(logits, actions, reward, behaviour / 4, k=2, cap=10.0, normalise=True)
+    assert float(scaled) == pytest.approx(float(loss))  # the weights' scale no longer sets the step
+
+
+def test_the_advantage_weighs_a_slot_by_reward_minus_the_mean():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # pi = (0.25, 0.75)
+    # An unrewarded slot with advantage -0.5 pushes its item down: the loss is +0.5 * weight * log pi.
+    loss = reinforce_loss(logits, torch.tensor([1]), torch.tensor([-0.5]), torch.tensor([0.5]), k=2, cap=10.0)
+    assert float(loss) == pytest.approx(0.5 * 0.75 * math.log(0.75))

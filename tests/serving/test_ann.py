@@ -1,12 +1,13 @@
-"""The ANN index for big catalogs against exact scoring: recall@100 at the calibrated ef, exact scores,
-best first, and the exact fallback when filters leave too few of the found items."""
+"""The ANN index for big catalogs against exact scoring: recall@100 at the calibrated nprobe, exact scores,
+best first, the norm augmentation that turns inner product into L2, and the exact fallbacks (filters
+that leave too few of the found items; vectors on which no nprobe reaches the target)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from components.serving.ann import AnnIndex
+from components.serving.ann import AnnIndex, augment
 
 K = 100
 
@@ -16,7 +17,10 @@ def catalog():
     """20,000 items in 256 clusters (as embeddings cluster), queries from the same mixture; seeded."""
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((256, 32), dtype=np.float32)
-    draw = lambda n: centres[rng.integers(0, 256, n)] + 0.5 * rng.standard_normal((n, 32), dtype=np.float32)  # noqa: E731
+
+    def draw(n: int) -> np.ndarray:
+        return centres[rng.integers(0, 256, n)] + 0.5 * rng.standard_normal((n, 32), dtype=np.float32)
+
     items, calibration, queries = draw(20_000), draw(300), draw(200)
     return items, AnnIndex.build(items, calibration, min_recall=0.98, k=K), queries
 
@@ -59,6 +63,27 @@ def test_strict_filters_fall_back_to_exact_scores(catalog):
     allowed[::997] = True  # 21 items, almost none among the index's candidates
     dense = index.scores(queries[2], allowed, 10)
     np.testing.assert_allclose(dense, items @ queries[2], rtol=1e-5, atol=1e-4)
+
+
+def test_augmented_vectors_rank_by_l2_as_the_originals_by_inner_product():
+    rng = np.random.default_rng(2)
+    items = rng.standard_normal((500, 8), dtype=np.float32) * rng.uniform(0.1, 3.0, (500, 1)).astype(np.float32)
+    max_norm = float(np.linalg.norm(items, axis=1).max())
+    data = augment(items, max_norm)
+    np.testing.assert_allclose(np.linalg.norm(data, axis=1), max_norm, rtol=1e-4)
+    query = rng.standard_normal(8).astype(np.float32)
+    by_l2 = np.argsort(np.linalg.norm(data - np.append(query, 0.0), axis=1))[:20]
+    assert by_l2.tolist() == np.argsort(-(items @ query))[:20].tolist()
+
+
+def test_isotropic_random_vectors_keep_exact_scoring():
+    """No structure to find: no nprobe up to the scan limit reaches 0.98, so the catalog is scored exactly."""
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((20_000, 64), dtype=np.float32)
+    queries = rng.standard_normal((100, 64), dtype=np.float32)
+    index = AnnIndex.build(items, queries, k=K)
+    assert index.recall < 0.98 and index.nprobe == index.index.nlist // 4  # tried up to the limit
+    assert AnnIndex.for_catalog(items, queries, above=1) is None
 
 
 def test_a_catalog_smaller_than_k():

@@ -70,7 +70,8 @@ def test_the_champion_loads_and_predicts_in_a_venv_without_this_checkout(cfg, ch
     assert result["importable_before"] is False
     assert not Path(result["components"]).is_relative_to(REPO)  # the model's copy, not this checkout
     assert result["rows"] == [EXAMPLE_K, EXAMPLE_K] and result["strategies"] == ["history"]
-    assert result["columns"] == ["query", "rank", "item_id", "title", "score", "like_prob", "strategy"]
+    assert result["columns"] == ["query", "rank", "item_id", "title", "score", "like_prob", "strategy", "propensity",
+                                 "request_id"]
 
 
 def test_the_model_carries_a_signature_an_input_example_and_pinned_requirements(cfg, champion, tmp_path):

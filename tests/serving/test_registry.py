@@ -76,6 +76,21 @@ def test_the_champion_loads_as_an_mlflow_pyfunc_that_recommends(cfg, versions, b
     assert len(comedies) == 4 and all("Comedy" in categories[i] for i in comedies["item_id"])
 
 
+def test_the_pyfunc_explores_with_the_policy_given_at_load(cfg, versions):
+    registry.promote(cfg, versions[0])
+    with registry.using_store(cfg):
+        plain = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion",
+                                         model_config={"exploration": {"kind": "epsilon", "epsilon": 0.5}})
+    rows = pd.DataFrame({"user_id": ["1", "1"], "k": [5, 5], "request_id": ["a", "b"]})
+    out, again = model.predict(rows), model.predict(rows)
+    pd.testing.assert_frame_equal(out, again)  # a replayed request id gets the same list
+    assert set(out["request_id"]) == {"a", "b"} and out["propensity"].between(0, 1, inclusive="right").all()
+    assert (out["propensity"] < 1).any()
+    top = plain.predict(rows)
+    assert (top["propensity"] == 1.0).all() and top["request_id"].tolist() == ["a"] * 5 + ["b"] * 5
+
+
 def test_cli_promote_lists_versions_and_explains_mistakes(cfg, versions, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"registry": cfg.model_dump()}))

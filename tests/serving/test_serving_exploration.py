@@ -12,7 +12,6 @@ from postgres_server import PostgresServer
 from serving_harness import start_server
 
 from components.config import ExplorationConfig
-from components.errors import RecloopError
 from components.policy.feedback_ope import logged_lists
 from components.serving.feedback import FeedbackLog, read_feedback
 from components.serving.recommender import BundleRecommender
@@ -83,9 +82,29 @@ def test_an_epsilon_policy_without_enough_candidates_serves_the_top_k(plain, bun
     assert [i.item_id for i in answer.items] == [i.item_id for i in top.items]
 
 
-def test_fresh_slots_are_refused_clearly(bundle):
-    with pytest.raises(RecloopError, match="fresh_share"):
-        BundleRecommender(bundle, version="test", exploration=ExplorationConfig(fresh_share=0.2))
+@pytest.mark.parametrize("request_fields", [{"user_id": "1"}, {"history": ["1", "260", "356"]}, {}],
+                         ids=["known", "adhoc", "popularity"])
+def test_fresh_slots_show_cold_items_with_their_propensity(plain, bundle, request_fields):
+    """fresh_share 0.2 of 10 slots: the last two show items without training interactions, drawn
+    uniformly from the (at most 20) best-scored ones; the first eight are the plain top eight."""
+    cold = set(bundle.items.loc[bundle.items["cold"].astype(bool), "item_id"].astype(str))
+    assert len(cold) >= 2
+    fresh = BundleRecommender(bundle, version="test", exploration=ExplorationConfig(fresh_share=0.2)
+                              ).prepare(load_encoder=False)
+    answer = fresh.recommend(RecommendRequest(k=10, request_id="f", **request_fields))
+    top = plain.recommend(RecommendRequest(k=10, **request_fields))
+    assert answer.policy == "none+fresh(share=0.2, pool=20)"
+    # The plain top eight (ties, as among popularities, may come in another order).
+    assert [i.score for i in answer.items[:8]] == pytest.approx([i.score for i in top.items[:8]])
+    assert {i.propensity for i in answer.items[:8]} == {1.0}
+    shown = answer.items[8:]
+    assert {i.item_id for i in shown} <= cold and len({i.item_id for i in shown}) == 2
+    pool = round(1 / shown[0].propensity)
+    assert shown[0].propensity == shown[1].propensity == pytest.approx(1 / pool) and 2 <= pool <= 20
+    if "user_id" in request_fields:  # the like head scores the fresh items too
+        assert all(i.like_prob is not None for i in answer.items)
+    replay = fresh.recommend(RecommendRequest(k=10, request_id="f", **request_fields))
+    assert _listed(replay) == _listed(answer)
 
 
 # -- the feedback log --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +25,10 @@ from components.evaluation.evaluator import evaluate_ranking
 from components.models.artifacts import FINETUNED_DIR, FOUNDATION_DIR, load_trained
 from components.models.catalog import parameter_groups, per_catalog_names
 from components.models.foundation import adopt, load_foundation
+from components.models.model import Recloop
 from components.models.scoring import RecloopScorer
 from components.training.foundation import pretrain_foundation, tag_domain
-from components.training.transfer import transfer_model
+from components.training.transfer import objective, transfer_model
 
 ONE_EPOCH = FinetuneConfig(epochs=1, batch_size=64, lr=3e-3, patience=1, threads=2)
 # Twelve short epochs (seconds): with four, zero-shot is barely above random on the unseen catalog.
@@ -96,7 +98,8 @@ def test_parameter_groups_split_the_state_once():
 
 def test_zero_shot_ranks_an_unseen_catalog_better_than_random_and_places_an_item_by_text(pretrained):
     target, text = _movielens(), _item_text()
-    trained, result, info = transfer_model(pretrained[0], target, text, "zero-shot", ONE_EPOCH, seed=0)
+    trained, result, info = transfer_model(pretrained[0], target, text, TransferConfig(mode="zero-shot"), ONE_EPOCH,
+                                           seed=0)
     assert result is None and info["trainable_parameters"] == 0
     assert not trained.model.tower.has_id.any()  # text, attributes and context alone
     # The target's own domain token is new: appended as a zero row, exactly the unknown domain.
@@ -120,8 +123,8 @@ def test_zero_shot_ranks_an_unseen_catalog_better_than_random_and_places_an_item
 def test_adapter_trains_only_what_it_says(pretrained):
     found = pretrained[0]
     adapter_trains = TransferConfig().adapter_trains
-    trained, result, info = transfer_model(found, _movielens(), _item_text(), "adapter", ONE_EPOCH, seed=0,
-                                           adapter_trains=adapter_trains)
+    trained, result, info = transfer_model(found, _movielens(), _item_text(), TransferConfig(mode="adapter"),
+                                           ONE_EPOCH, seed=0)
     assert result.epochs == 1 and result.best_epoch == 1  # the epoch beat the zero-shot start
     assert 0 < info["trainable_share"] < 1
     learned = frozen = 0
@@ -142,10 +145,32 @@ def test_adapter_trains_only_what_it_says(pretrained):
 
 
 def test_full_mode_trains_everything(pretrained):
-    trained, result, info = transfer_model(pretrained[0], _movielens(), _item_text(), "full", ONE_EPOCH, seed=0)
+    trained, result, info = transfer_model(pretrained[0], _movielens(), _item_text(), TransferConfig(mode="full"),
+                                           ONE_EPOCH, seed=0)
     assert info["trainable_share"] == 1.0
     if result.best_epoch:
         assert not torch.equal(trained.model.blocks[0].attn.qkv.weight, pretrained[0].state["blocks.0.attn.qkv.weight"])
+
+
+def test_transfer_aligns_the_new_id_rows_with_text_and_can_override_the_id_dropout(pretrained):
+    # A foundation pretrained text-only (ID dropout 1.0) would never train its adopter's ID rows by retrieval.
+    found = replace(pretrained[0], config=replace(pretrained[0].config, id_dropout=1.0))
+    two_epochs = ONE_EPOCH.model_copy(update={"epochs": 2, "patience": 2})
+    assert "contrastive" in objective(TransferConfig(), two_epochs).tasks  # on by default
+    assert "contrastive" not in objective(TransferConfig(contrastive=0.0), two_epochs).tasks
+
+    def alignment(contrastive: float) -> tuple[float, Recloop]:
+        cfg = TransferConfig(mode="full", contrastive=contrastive, id_dropout=0.1)
+        trained, result, _ = transfer_model(found, _movielens(), _item_text(), cfg, two_epochs, seed=0)
+        assert result.best_epoch > 0  # a trained epoch, not the start, was kept
+        tower = trained.model.tower
+        with torch.no_grad():
+            cosine = torch.nn.functional.cosine_similarity(tower.id_embedding.weight, tower.text_adapter(tower.text))
+        return float(cosine[tower.has_id & tower.has_text].mean()), trained.model
+
+    aligned, model = alignment(0.5)
+    assert model.config.id_dropout == 0.1
+    assert aligned > alignment(0.0)[0] + 0.05
 
 
 def test_cli_pretrains_a_foundation_then_serves_an_unseen_catalog_zero_shot(sources, tmp_path):
