@@ -117,13 +117,19 @@ def cold_ranking(trained, data, k: int = 10) -> dict | None:
     users = targets["user_idx"].to_numpy()
     scores = RecloopScorer(trained).fit(data).score(data, users, "test")  # (T, N)
     seen = data.seen_matrix(data.history("test"))[users].toarray().astype(bool)
-    scores = scores.masked_fill(torch.from_numpy(seen), -torch.inf)[:, torch.from_numpy(cold)]  # (T, cold)
+    scores = scores.masked_fill(torch.from_numpy(seen), -torch.inf)
+    # Where the cold targets stand in the full catalog (0 = top): R@10 alone cannot show a move below the top 10.
+    full = (scores > scores[torch.arange(len(users)), torch.as_tensor(targets["item_idx"].to_numpy())][:, None])
+    full_rank = full.sum(1).numpy()
+    scores = scores[:, torch.from_numpy(cold)]  # (T, cold)
     column = np.cumsum(cold) - 1  # item_idx -> its column among the cold items
     target = scores[torch.arange(len(users)), torch.as_tensor(column[targets["item_idx"].to_numpy()])]
     rank = (scores > target[:, None]).sum(1).numpy()
     hit = rank < k
     return {"size": len(targets), "candidates": int(cold.sum()), f"hr@{k}": round(float(hit.mean()), 5),
-            f"ndcg@{k}": round(float(np.where(hit, 1 / np.log2(rank + 2), 0).mean()), 5)}
+            f"ndcg@{k}": round(float(np.where(hit, 1 / np.log2(rank + 2), 0).mean()), 5),
+            "full_catalog_median_rank": float(np.median(full_rank)), "full_catalog_hr@100": round(float(
+                (full_rank < 100).mean()), 5)}
 
 
 def source_weights(tower) -> dict:

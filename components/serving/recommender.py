@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -94,6 +94,7 @@ class Encoding:
     unknown: list[str]
     history: Interactions
     fresh_events: int | None = None
+    earlier: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # item rows of acknowledged events too old for the encoder
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ class BundleRecommender:
         self.fresh_rows = np.flatnonzero(items["cold"].to_numpy(bool))
         self.codes = VocabCodes(bundle.trained.vocab)
         self.max_len = model.config.max_len
+        if self.fresh is not None:
+            self.fresh.attach(self.item_row, self.max_len + 1)
         self._index_categories()
         self._index_users()
         self.ann = AnnIndex.for_catalog(self.vectors, self.states, self.ann_above)  # calibrated on users' states
@@ -248,12 +251,13 @@ class BundleRecommender:
         events, unknown = self._history_events(request)
         if events:
             self.check_timestamps([e.timestamp for _, e in events] + [request.context.timestamp])
-            history = self._history(request.user_id, user_row)[0].then(self._request_interactions(request, events))
-            return Encoding(request, user_row, unknown, history)
+            history, _, earlier = self._history(request.user_id, user_row)
+            return Encoding(request, user_row, unknown, history.then(self._request_interactions(request, events)),
+                            earlier=earlier)
         if self._stale(request.user_id):
-            history, n_events = self._history(request.user_id, user_row)
+            history, n_events, earlier = self._history(request.user_id, user_row)
             if len(history):
-                return Encoding(request, user_row, unknown, history, n_events)
+                return Encoding(request, user_row, unknown, history, n_events, earlier)
         step = self._known(request, user_row, unknown, self.user_state(request.user_id, user_row))
         return step if isinstance(step, RecommendResponse) else self._rank([step])[0]
 
@@ -264,13 +268,15 @@ class BundleRecommender:
         states = encode(self.bundle.trained.model, self.bundle.trained.vocab, self.padded,
                         [p.history.latest(self.max_len + 1) for p in pending], profiles)
         fresh = [i for i, p in enumerate(pending) if p.fresh_events is not None]
+        # Seen items in full (exclude_seen, history_used); the order matters only in the last max_len (explanations).
+        seen = [np.concatenate([p.earlier, p.history.items]) if len(p.earlier) else p.history.items for p in pending]
         steps: list[RecommendResponse | Ranking] = [
-            Ranking(p.request, p.user_row, p.unknown, states[i], p.history.items) for i, p in enumerate(pending)]
+            Ranking(p.request, p.user_row, p.unknown, states[i], seen[i]) for i, p in enumerate(pending)]
         if fresh:
             items, scores, likes = self._best(states[fresh])
             for row, i in enumerate(fresh):
                 p = pending[i]
-                known = UserState(states[i], p.history.items, items[row], scores[row], likes[row], p.fresh_events)
+                known = UserState(states[i], seen[i], items[row], scores[row], likes[row], p.fresh_events)
                 self.fresh_states[p.request.user_id] = known
                 steps[i] = self._known(p.request, p.user_row, p.unknown, known)
         ranked = iter(self._rank([s for s in steps if isinstance(s, Ranking)]))
@@ -463,9 +469,9 @@ class BundleRecommender:
             return np.zeros(0, np.int64)
         return self.history_items[self.history_start[user_row]:self.history_start[user_row + 1]]
 
-    def _history(self, user_id: str | None, user_row: int | None) -> tuple[Interactions, int]:
-        """Stored history then acknowledged events (catalog items only), in time order; and how many
-        acknowledged events that read."""
+    def _history(self, user_id: str | None, user_row: int | None) -> tuple[Interactions, int, np.ndarray]:
+        """Stored history then acknowledged events (catalog items only; the latest max_len + 1 of them), in
+        time order; how many acknowledged events that read; and the item rows of the older ones."""
         if user_row is None:
             stored = empty_interactions()
         else:
@@ -473,13 +479,15 @@ class BundleRecommender:
             stored = Interactions(*(column[start:end] for column in (
                 self.stored.items, self.stored.timestamps, self.stored.events, self.stored.values,
                 self.stored.domains)))
+        none = np.zeros(0, np.int64)
         if self.fresh is None or user_id is None:
-            return stored, 0
+            return stored, 0, none
         events = self.fresh.of(user_id)
-        return stored.then(self._fresh_interactions(events)), len(events)
+        earlier = np.frombuffer(events.earlier, np.intc).astype(np.int64) if events.earlier else none
+        return stored.then(self._fresh_interactions(events.recent)), events.count, earlier
 
     def _fresh_interactions(self, events: list[FreshEvent]) -> Interactions:
-        known = [(self.item_row[e.item_id], e) for e in events if e.item_id in self.item_row]
+        known = [(e.row, e) for e in events]  # attached: catalog items only, rows resolved
         rows = np.fromiter((r for r, _ in known), np.int64, len(known))
         return Interactions(rows, np.fromiter((e.timestamp for _, e in known), np.int64, len(known)),
                             self.codes.events([e.event for _, e in known]),

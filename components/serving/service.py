@@ -236,7 +236,7 @@ class RecloopService:
             FEEDBACK_EVENTS.labels(event=event.event).inc()
         known = recommender.known_items([e.item_id for e in request.events])
         unknown = list(dict.fromkeys(e.item_id for e, ok in zip(request.events, known) if not ok))
-        return FeedbackResponse(accepted=len(rows), durable=True, unknown_items=unknown)
+        return as_json(FeedbackResponse(accepted=len(rows), durable=True, unknown_items=unknown))
 
     @bentoml.api
     def info(self, ctx: bentoml.Context) -> InfoResponse:
