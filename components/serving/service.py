@@ -92,9 +92,11 @@ def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=Non
     version = model.info.labels.get(VERSION_LABEL, str(model.tag.version))
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
-    fresh = AcknowledgedEvents(store_location(serve), since=float(bundle.meta.get("created_at", 0))).open()
-    return BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above,
-                             exploration=serve.exploration).prepare()
+    fresh = AcknowledgedEvents(store_location(serve), since=float(bundle.meta.get("created_at", 0)))
+    recommender = BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above,
+                                    exploration=serve.exploration)
+    fresh.open()  # after the recommender attached its catalog: a long log is trimmed as it is read, never held whole
+    return recommender.prepare()
 
 
 # Measured on 2 cores (docs/serving.md): serve.workers (default one; two nearly doubled throughput
