@@ -19,6 +19,7 @@ from components.serving.bundle import Bundle, load_bundle, write_bundle
 # The helpers sit beside this file (the test folders are not packages); a unique module name, since
 # every test folder's conftest is importable as `conftest`.
 sys.path.insert(0, str(Path(__file__).parent))
+from postgres_server import PostgresServer
 from serving_harness import Server, start_server, train_tiny
 
 
@@ -92,3 +93,11 @@ def http(server):
     """A plain HTTP client for what a typed client would refuse to send (bad types, huge bodies)."""
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server per test module (a module may stop and restart its own)."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()

@@ -92,6 +92,23 @@ def stored_events(bundle, user: str) -> list[dict]:
              "domain": r.domain} for r in stored.itertuples()]
 
 
+def history_with_likes(bundle, user: str, likes: list[dict]) -> list[dict]:
+    """The ad-hoc history equal to `user`'s stored history followed by `likes` (what fresh state must answer)."""
+    return stored_events(bundle, user) + [
+        {"item_id": e["item_id"], "timestamp": e["timestamp"], "event": "like", "value": 1.0} for e in likes]
+
+
+def post(url: str, path: str, body: dict) -> dict:
+    """One request on a new connection (each connection may land on either worker); must answer 200."""
+    response = httpx.post(url + path, json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def listed(answer: dict) -> list[str]:
+    return [i["item_id"] for i in answer["items"]]
+
+
 REPO = Path(__file__).parents[2]
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
 SERVICE = "components.serving.service:RecloopService"

@@ -40,13 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ("click", "like", "purchase", "add_to_cart", "rating")
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.remove()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def location(request, tmp_path):
     if request.param == "sqlite":

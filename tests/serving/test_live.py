@@ -8,7 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serving_harness import horror_likes, start_server, stored_events
+from serving_harness import history_with_likes, horror_likes, listed, post, start_server
 
 from components.registry.registry import promote
 from components.serving.bento import import_champion
@@ -29,17 +29,6 @@ def live(champion, registry_cfg, store):
     served.kill()
 
 
-def post(url: str, path: str, body: dict) -> dict:
-    """One request on a new connection (each connection may land on either worker)."""
-    response = httpx.post(url + path, json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def listed(answer: dict) -> list[str]:
-    return [i["item_id"] for i in answer["items"]]
-
-
 def test_feedback_changes_the_next_answer_on_every_worker(live, bundle):
     """The horror example: likes of horror films through /feedback, and the user's very next answer
     is the ad-hoc answer for their stored history followed by those likes."""
@@ -48,8 +37,7 @@ def test_feedback_changes_the_next_answer_on_every_worker(live, bundle):
     ack = post(live.url, "/feedback", {"events": likes + [{**likes[0], "item_id": "1", "event": "impression"}]})
     assert ack["durable"] and ack["accepted"] == 5
     answers = [post(live.url, "/recommend", {"user_id": "1", "k": 10}) for _ in range(ASKS)]
-    adhoc = post(live.url, "/recommend", {"k": 10, "history": stored_events(bundle, "1") + [
-        {"item_id": e["item_id"], "timestamp": e["timestamp"], "event": "like", "value": 1.0} for e in likes]})
+    adhoc = post(live.url, "/recommend", {"k": 10, "history": history_with_likes(bundle, "1", likes)})
     assert listed(answers[0]) != listed(before)
     assert answers[0]["history_used"] == before["history_used"] + 4  # the impression does not count
     for answer in answers:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from postgres_server import PostgresServer
-from serving_harness import horror_likes, start_server, stored_events
+from serving_harness import history_with_likes, horror_likes, listed, post, start_server
 
 from components.registry.registry import promote
 from components.serving.bento import import_champion
@@ -22,13 +22,6 @@ from components.serving.package import log_bundle
 pytestmark = pytest.mark.slow
 WATCH_SECONDS = 2
 FOLLOW_DEADLINE = 180  # far above what a switch takes; a replica that never switches fails the test
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +40,13 @@ def replicas(champion, registry_cfg, store, postgres, tmp_path_factory):
             server.kill()
 
 
-def post(url: str, path: str, body: dict) -> dict:
-    response = httpx.post(url + path, json=body, timeout=60)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def listed(answer: dict) -> list[str]:
-    return [i["item_id"] for i in answer["items"]]
-
-
 def test_a_like_on_one_replica_changes_the_next_answer_on_the_other(replicas, bundle):
     a, b, _ = replicas
     before = post(b.url, "/recommend", {"user_id": "1", "k": 10})
     likes = horror_likes(bundle, "1", 4, start=int(time.time()) - 3600)
     assert post(a.url, "/feedback", {"events": likes})["durable"]
     after = post(b.url, "/recommend", {"user_id": "1", "k": 10})  # b's very next answer for the user
-    adhoc = post(b.url, "/recommend", {"k": 10, "history": stored_events(bundle, "1") + [
-        {"item_id": e["item_id"], "timestamp": e["timestamp"], "event": "like", "value": 1.0} for e in likes]})
+    adhoc = post(b.url, "/recommend", {"k": 10, "history": history_with_likes(bundle, "1", likes)})
     assert listed(after) != listed(before)
     assert after["history_used"] == before["history_used"] + 4
     assert listed(after) == listed(adhoc)

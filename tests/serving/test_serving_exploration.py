@@ -118,13 +118,6 @@ def _served() -> RecommendResponse:
                                                     propensity=0.0125)])
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer().start()
-    yield server
-    server.remove()
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_both_stores_log_and_return_propensities(backend, tmp_path, request):
     where = tmp_path / "f.db" if backend == "sqlite" else request.getfixturevalue("postgres").create_database()
