@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from postgres_server import PostgresServer
 
 from click.testing import CliRunner
 

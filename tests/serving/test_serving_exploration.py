@@ -8,7 +8,6 @@ import sqlite3
 import httpx
 import numpy as np
 import pytest
-from postgres_server import PostgresServer
 from serving_harness import start_server
 
 from components.config import ExplorationConfig
