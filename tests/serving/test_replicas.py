@@ -11,7 +11,6 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from postgres_server import PostgresServer
 from serving_harness import history_with_likes, horror_likes, listed, post, start_server
 
 from components.registry.registry import promote
