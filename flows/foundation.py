@@ -11,27 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
 from components.errors import RecloopError
 from flows.fanout import prepare_datasets
-from flows.repro import check_dvc_params, reproduce
+from flows.repro import check_dvc_params, recorded_outputs, reproduce
 from flows.stage_runs import StageOutcome
 
 FOUNDATION_PIPELINE = Path("pipelines/foundation/dvc.yaml")
 # The sources must be featurized: the foundation reads their split and their item text vectors.
 PREPARE_TARGET = "featurize"
-
-
-def recorded_outputs(stage: str, dvc_file: Path = FOUNDATION_PIPELINE) -> dict[str, str]:
-    """The stage's outputs and their hashes as that pipeline's dvc.lock records them (paths from its wdir)."""
-    lock_file = dvc_file.with_suffix(".lock")
-    lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
-    entry = ((lock or {}).get("stages") or {}).get(stage) or {}
-    return {out["path"]: out.get("md5") or out.get("etag") or "" for out in entry.get("outs", [])}
 
 
 # DVC is the one cache of stage results: Prefect caches nothing. Training failures repeat: no retries.
@@ -40,7 +31,8 @@ def repro_foundation() -> StageOutcome:
     """`dvc repro --single-item pipelines/foundation/dvc.yaml:foundation`; its dvc.lock records the result."""
     ran = reproduce(f"{FOUNDATION_PIPELINE}:foundation")
     get_run_logger().info("foundation: %s", "ran" if ran else "skipped (unchanged)")
-    return StageOutcome("foundation", not ran, recorded_outputs("foundation"))
+    lock = FOUNDATION_PIPELINE.with_suffix(".lock")
+    return StageOutcome("foundation", not ran, recorded_outputs("foundation", lock))
 
 
 @flow(name="foundation-pipeline")

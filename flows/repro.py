@@ -67,8 +67,8 @@ def reproduce(name: str) -> bool:
         raise RecloopError(f"dvc repro {name}: {e}") from None
 
 
-def recorded_outputs(name: str) -> dict[str, str]:
-    """The stage's outputs and their hashes as dvc.lock records them."""
-    lock = yaml.safe_load(LOCK_FILE.read_text()) if LOCK_FILE.exists() else {}
+def recorded_outputs(name: str, lock_file: Path = LOCK_FILE) -> dict[str, str]:
+    """The stage's outputs and their hashes as `lock_file` (a pipeline's dvc.lock) records them."""
+    lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
     entry = ((lock or {}).get("stages") or {}).get(name) or {}
     return {out["path"]: out.get("md5") or out.get("etag") or "" for out in entry.get("outs", [])}
