@@ -131,7 +131,7 @@ def run_case(case: dict) -> dict:
     from components.config import load_params
     from components.models import softmax
     from components.models.model import Recloop
-from components.models.shape import RecloopConfig
+    from components.models.shape import RecloopConfig
     from components.training.loop import configure_torch, training_step
     from components.training.pretrain import objective
 
