@@ -20,9 +20,11 @@ Variants (model params on top of params.yaml): base = ID + text + attributes (th
 kg = base + the graph's neighbourhoods; kg-gates = kg with a learned gate per source; attention and
 kg-attention = base and kg fused by per-item attention over the sources each item has; no-text and
 kg-no-text (ID + attributes, with and without the graph); kg-vectors = base + a spectral embedding of
-each item's graph facts through the extra-vector door. Training: the pipeline's early stopping,
-pretraining capped at --minutes and fine-tuning at half of it, so that a run stays within a few
-minutes on two cores.
+each item's graph facts through the extra-vector door; map and kg-map = base and kg where an item
+without a trained ID gets one mapped from its content (`model.id_mapping`, ID dropout 0.5; map-dropout0.1
+and kg-map-dropout0.1 with params.yaml's 0.1). Training:
+the pipeline's early stopping, pretraining capped at --minutes and fine-tuning at half of it, so that
+a run stays within a few minutes on two cores.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ from quality import REPO, machine, peak_rss_mb, prepare  # noqa: E402
 
 from components.config import KGConfig, load_params  # noqa: E402
 
+# Items without a trained ID get one mapped from their content sources (model.id_mapping, docs/fusion.md),
+# with the ID dropout and alignment weight that met the cold-start condition on Scientific.
+ID_MAPPING = {"model.id_mapping": True, "model.id_dropout": 0.5, "pretrain.weights.id_mapping": 1.0,
+              "finetune.weights.id_mapping": 1.0}
 VARIANTS: dict[str, dict] = {
     "base": {},
     "kg": {"model.use_kg": True},
@@ -49,6 +55,10 @@ VARIANTS: dict[str, dict] = {
     "no-text": {"model.use_text": False},
     # The graph through the extra-vector door: a spectral embedding of each item's (relation, entity) facts.
     "kg-vectors": {"model.sources.vectors": [{"name": "kg_svd", "path": "KG_SVD"}]},
+    "map": ID_MAPPING,
+    "kg-map": {"model.use_kg": True, **ID_MAPPING},
+    "map-dropout0.1": {**ID_MAPPING, "model.id_dropout": 0.1},
+    "kg-map-dropout0.1": {"model.use_kg": True, **ID_MAPPING, "model.id_dropout": 0.1},
 }
 KG_SVD_DIM = 32
 # Relative to the repository (the working directory of a run), so that results name no machine path.

@@ -2,7 +2,8 @@
 adapter or full fine-tuning on the target with a share of its training users, against training from
 scratch at the same shares, the text-only content baseline and most-popular.
 
-Target: UniSRec's Scientific (the given split). Foundation sources (--sources): other datasets with
+Target: UniSRec's Scientific (the given split), or Office_Products with `--dataset office`
+(then `scientific` may be a source). Foundation sources (--sources): other datasets with
 item text in --root: Amazon 2018 Office_Products (MiniOneRec files: sequences rebuilt from the
 valid/test rows; their train rows are missing) and MovieLens 100K (titles, genres) by default;
 `magazine` adds Magazine_Subscriptions (reviews + metadata). Never Industrial_and_Scientific: the
@@ -17,6 +18,12 @@ Every row is one run and one JSON in bench/results/transfer/; run rows as separa
     .venv/bin/python bench/transfer.py --row adapter --fraction 0.1 --set finetune.max_minutes=2
     .venv/bin/python bench/transfer.py --row scratch --fraction 1.0 --set pretrain.max_minutes=5
     .venv/bin/python bench/transfer.py --row content,popular
+    .venv/bin/python bench/transfer.py --row zero-shot-cosine,zero-shot-blend,zero-shot-cosine-blend
+
+Zero-shot rows: `zero-shot` scores with the adopted foundation's dot product, `-cosine` with the
+cosine (`training/zero_shot.CosineScorer`), `-blend` mixes it with the content prior at the weight
+with the best validation NDCG@10 on the --blend-on catalogs (default: the foundation's sources,
+under an unseen domain token), never on the target.
 
 A fraction keeps a seeded share of the target's users for training and validation (their train and
 valid interactions); the test always scores every user from their full history, so rows at every
@@ -43,7 +50,8 @@ from quality import REPO, dataset_arguments, dataset_overrides, machine, peak_rs
 from components.config import Params, load_params  # noqa: E402
 
 TARGET = "unisrec:Scientific"
-ROWS = ("foundation", "zero-shot", "adapter", "full", "scratch", "content", "popular")
+ROWS = ("foundation", "zero-shot", "zero-shot-cosine", "zero-shot-blend", "zero-shot-cosine-blend", "adapter", "full",
+        "scratch", "content", "popular")
 COMMON = ["validate.min_timestamp=0", "validate.min_value=null", "validate.max_value=null",
           "split.min_user_interactions=3", "split.max_history=100000", "split.cold_item_fraction=0.0",
           "split.time.cutoff=null", "split.mode=loo", "validate.min_interactions=100"]
@@ -77,8 +85,17 @@ def office_as_generic(root: Path, out: Path, category: str = "Office_Products") 
     return out
 
 
+def source_work(name: str) -> Path:
+    """The work folder a source (or the Office target) is prepared in."""
+    if name == "scientific":
+        return REPO / "bench" / "work" / "unisrec-Scientific"
+    return REPO / "bench" / "work" / f"transfer-src-{name}"
+
+
 def source_overrides(name: str, root: Path) -> list[str]:
     """Params overrides that ingest, validate and split one foundation source."""
+    if name == "scientific":  # a source for the Office target only (never for itself or Industrial_and_Scientific)
+        return [*dataset_overrides(TARGET, root)[1], "validate.min_interactions=100"]
     if name == "office":
         path = office_as_generic(root, REPO / "bench" / "work" / "transfer-raw-office")
         return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=office",
@@ -89,7 +106,7 @@ def source_overrides(name: str, root: Path) -> list[str]:
                 "ingest.domain=magazines"]
     if name == "ml-100k":
         return [*COMMON, "ingest.source=movielens", f"ingest.path={root / 'ml-100k'}", "ingest.domain=movies"]
-    raise SystemExit(f"unknown source {name!r}: office, magazine, ml-100k")
+    raise SystemExit(f"unknown source {name!r}: office, magazine, ml-100k, scientific")
 
 
 def prepared(params: Params, work: Path) -> dict[str, float]:
@@ -123,10 +140,15 @@ def main() -> None:
     parser.set_defaults(dataset=TARGET)
     parser.add_argument("--row", required=True, help=f"comma-separated: {', '.join(ROWS)}")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the target's users trained on")
-    parser.add_argument("--sources", default="office,ml-100k", help="foundation sources: office, magazine, ml-100k")
+    parser.add_argument("--sources", default=None,
+                        help="foundation sources: office, magazine, ml-100k, scientific (default: office,ml-100k; "
+                             "for the Office target scientific,ml-100k)")
     parser.add_argument("--foundation", type=Path, default=None,
                         help="the foundation folder the transfer rows adopt (default: the one keyed by the sources, "
                              "model and pretrain params; name it when those params have gained fields since)")
+    parser.add_argument("--blend-on", default=None,
+                        help="zero-shot blend rows: the prepared source catalogs the content prior's weight is chosen "
+                             "on (default: --sources); never the target")
     parser.add_argument("--tag", default="")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "transfer")
     for action in parser._actions:
@@ -144,15 +166,23 @@ def main() -> None:
     from components.training.stage import load_inputs
     from components.training.transfer import transfer_model
     from components.training.variants import variant
+    from components.training.zero_shot import BlendScorer, choose_blend_weight, zero_shot_scorer
 
-    name, base = dataset_overrides(args.dataset, args.root)
+    args.sources = args.sources or ("scientific,ml-100k" if args.dataset == "office" else "office,ml-100k")
+    sources = [s for s in args.sources.split(",") if s]
+    if args.dataset == "office":  # Office_Products as the target: prepared as the office source is
+        name, base, target_work = "Office_Products", source_overrides("office", args.root), source_work("office")
+    else:
+        name, base = dataset_overrides(args.dataset, args.root)
+        target_work = REPO / "bench" / "work" / args.dataset.replace(":", "-")
+    target_key = "office" if args.dataset == "office" else "scientific" if args.dataset == TARGET else None
+    if target_key in sources or (args.blend_on and target_key in args.blend_on.split(",")):
+        raise SystemExit(f"{args.dataset} is the target: it can be neither a foundation source nor a blend catalog")
     params = load_params(args.params, [*base, "tracking.uri=null", *args.overrides])
-    target_work = REPO / "bench" / "work" / args.dataset.replace(":", "-")
     prep = prepared(params, target_work)
     data = SplitData.load(target_work / "split")
     text = load_item_text(target_work / "features", data.n_items)
     train_data = few_users(data, args.fraction, params.seed)
-    sources = [s for s in args.sources.split(",") if s]
     found_dir = args.foundation or foundation_dir(sources, params)
     args.results.mkdir(parents=True, exist_ok=True)
 
@@ -163,7 +193,7 @@ def main() -> None:
         if row_name == "foundation":
             datasets = []
             for source in sources:
-                work = REPO / "bench" / "work" / f"transfer-src-{source}"
+                work = source_work(source)
                 prep |= {f"{source}.{k}": v for k, v in
                          prepared(load_params(args.params, [*source_overrides(source, args.root),
                                                             *args.overrides]), work).items()}
@@ -175,11 +205,26 @@ def main() -> None:
             info = {"sources": describe_sources(datasets), "epochs": result.epochs, "best_epoch": result.best_epoch,
                     "valid_ndcg@10": round(result.best_score, 5), "transferable_parameters": found.parameters(),
                     "foundation_dir": str(found_dir.relative_to(REPO))}
+        elif row_name.startswith("zero-shot-"):
+            found = load_foundation(found_dir)
+            cosine = "cosine" in row_name
+            scorer = zero_shot_scorer(found, data, text, cosine=cosine, name=row_name)
+            info = {"mode": "zero-shot", "scoring": "cosine" if cosine else "dot",
+                    "foundation_sources": found.sources, "foundation_dir": str(found_dir.resolve().relative_to(REPO))}
+            if row_name.endswith("-blend"):
+                names = [s for s in (args.blend_on or args.sources).split(",") if s]
+                catalogs = [load_inputs(source_work(n) / "split", source_work(n) / "features") for n in names]
+                choice = choose_blend_weight(found, catalogs, history_items=params.evaluate.content.history_items,
+                                             cosine=cosine)
+                scorer = BlendScorer(scorer, ContentKNN(text, params.evaluate.content.history_items), choice.weight,
+                                     row_name).fit(data)
+                info |= {"blend_weight": choice.weight, "blend_chosen_on": names,
+                         "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in choice.valid_ndcg.items()}}
         elif row_name in ("zero-shot", "adapter", "full"):
             found = load_foundation(found_dir)
             cfg = params.transfer.model_copy(update={"mode": row_name})
             trained, result, info = transfer_model(found, train_data, text, cfg, params.finetune, params.seed,
-                                                   labels=params.labels)
+                                                   labels=params.labels, pretrain=params.pretrain)
             info = {k: v for k, v in info.items() if not k.startswith("valid_")}
             if result is not None:
                 info |= {"epochs": result.epochs, "best_epoch": result.best_epoch,
@@ -209,7 +254,8 @@ def main() -> None:
             result = evaluate_ranking(scorer, data, "test", ks=(10, 20), progress=False)
             metrics = {k: round(v, 5) for k, v in result.metrics.items()
                        if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr", "mrr@10", "coverage@10")}
-        fraction = None if row_name == "foundation" else 1.0 if row_name in ("content", "popular") else args.fraction
+        fraction = (None if row_name == "foundation" else 1.0 if row_name in ("content", "popular")
+                    or row_name.startswith("zero-shot") else args.fraction)
         row = {"dataset": args.dataset, "row": row_name, "fraction": fraction,
                "train_users": train_data.n_users if fraction is not None and fraction < 1 else data.n_users,
                "users": data.n_users, "items": data.n_items,

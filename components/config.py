@@ -196,6 +196,9 @@ class ModelConfig(Section):
     # Per-item attention over the sources each item has (masked), instead of the (gated) sum: an item
     # can lean on its graph when its text says little. One of the two fusions, not both.
     source_attention: bool = False
+    # Items without a trained ID (cold; dropped IDs in training) get an ID mapped from their content sources
+    # instead of none (DropoutNet / Heater); the `id_mapping` loss weight pulls the mapping to the trained rows.
+    id_mapping: bool = False
     sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
@@ -250,6 +253,8 @@ class PretrainWeights(Section):
     retrieval: float = Field(1.0, ge=0)
     # InfoNCE alignment of each item's ID and text vectors.
     contrastive: float = Field(0.1, ge=0)
+    # With model.id_mapping: the content-to-ID mapping's distance to the trained ID rows (stop-gradient).
+    id_mapping: float = Field(0.0, ge=0)
 
 
 class FinetuneWeights(Section):
@@ -259,6 +264,7 @@ class FinetuneWeights(Section):
     like: float = Field(0.2, ge=0)
     rating: float = Field(0.2, ge=0)
     contrastive: float = Field(0.0, ge=0)
+    id_mapping: float = Field(0.0, ge=0)
 
 
 class PretrainConfig(TrainingConfig):
@@ -318,6 +324,12 @@ class TransferConfig(Section):
     contrastive: float = Field(0.1, ge=0)
     # null: the foundation's ID dropout; e.g. 0.1 for a foundation pretrained text-only (model.id_dropout=1.0).
     id_dropout: float | None = Field(None, ge=0, le=1)
+    # adapter/full: first the target's self-supervised pretraining (pretrain objective and knobs) from the
+    # foundation, then the fine-tune: the two phases a model trained from scratch gets.
+    pretrain_first: bool = False
+    # adapter/full: each foundation weight that learns starts as shrink x itself + (1 - shrink) x a fresh model's
+    # (shrink and perturb, Ash & Adams 2020); 1 keeps the foundation's weights as they are.
+    shrink: float = Field(1.0, gt=0, le=1)
 
 
 class LabelsConfig(Section):
@@ -465,6 +477,12 @@ class ServeConfig(Section):
     workers: int = Field(1, ge=1)
     # Each worker checks the registry's champion alias this often and switches to a new one (0: only /reload).
     watch_seconds: float = Field(30.0, ge=0)
+    # The service's registry calls over HTTP (an MLflow tracking server as registry.uri: /reload, the champion
+    # watch, the champion's import): each request waits at most this many seconds to connect or read, and is
+    # retried this many times (1-s backoff factor), so with the server down /reload answers 503 in seconds
+    # instead of after MLflow's default ~4 minutes of retries (7). Set for the whole service process.
+    registry_timeout_seconds: int = Field(5, ge=1)
+    registry_retries: int = Field(2, ge=0, le=10)
     # Exploration over each answer's candidates (components/policy/exploration.py), seeded by the request
     # id; every served item carries its propensity. kind none: the top k, as without exploration.
     exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig())

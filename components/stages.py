@@ -195,4 +195,5 @@ def transfer_stage(params: Params) -> Any:
 
     p = params
     return transfer(p.transfer, p.finetune, p.labels, p.tracking, foundation_folder(p.registry, p.transfer.foundation),
-                    p.paths.split, p.paths.features, p.paths.models, p.paths.reports, p.seed, lm=p.lm_tuning)
+                    p.paths.split, p.paths.features, p.paths.models, p.paths.reports, p.seed, lm=p.lm_tuning,
+                    pretrain=p.pretrain)

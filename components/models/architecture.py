@@ -55,6 +55,7 @@ def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int
         extra_sources={name: table.width for name, table in sources.vectors.items()},
         source_gates=knobs.source_gates,
         source_attention=knobs.source_attention,
+        id_mapping=knobs.id_mapping,
         encoder=knobs.encoder,
         filter_alpha=knobs.filter_alpha,
         filter_c=knobs.filter_c,

@@ -12,7 +12,10 @@ Sources, in this order (`ItemTower.source_names`):
   knowledge-graph embeddings, each through an adapter shaped like the text's.
 
 Every source gives (*, D) vectors and is zero for the items that lack it (never the adapter's bias),
-so an item without a source simply goes without. The fusion is the sum; with `source_gates` each
+so an item without a source simply goes without. With `id_mapping` an item without a trained ID
+(cold, or its ID dropped in training) gets a generated one instead of zero: `IdMapping` maps its
+other sources into the ID space (DropoutNet / Heater), so it is scored like the trained items around
+it. The fusion is the sum; with `source_gates` each
 source's vector is scaled by a learned gate 2·sigmoid(g), which starts at 1 (the plain sum); with
 `source_attention` each item weighs the sources it has by attention (`SourceAttention`), which also
 starts as the plain sum. The catalog's own data (text vectors, attribute codes, KG neighbourhoods,
@@ -102,6 +105,24 @@ class SourceAttention(nn.Module):
         return (self.weights(vectors, present).unsqueeze(-1) * vectors).sum(-2)  # (*, D)
 
 
+class IdMapping(nn.Module):
+    """An ID vector from an item's content sources: what its trained ID row would be (DropoutNet, Heater).
+
+    Reads the content sources side by side, (*, S, D) -> (*, S·D), through a small MLP into the ID
+    space. It learns in place of the dropped IDs inside the recommendation loss (so the model learns
+    to score items with a generated ID, not a zero one), and from the `id_mapping` head, which pulls
+    it towards the trained rows of warm items.
+    """
+
+    def __init__(self, config: RecloopConfig, n_content: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_content * config.dim, config.text_hidden), nn.GELU(),
+                                 nn.Linear(config.text_hidden, config.dim))
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        return self.net(content.flatten(-2))  # (*, S, D) -> (*, D)
+
+
 class ItemTower(nn.Module):
     """Named item-side sources, each with an adapter and a missing mask, fused by a (gated) sum or attention."""
 
@@ -120,6 +141,9 @@ class ItemTower(nn.Module):
                                               for name, width in config.extra_sources.items()})
         self.gates = nn.Parameter(torch.zeros(len(self.source_names()))) if config.source_gates else None
         self.attention = SourceAttention(config, len(self.source_names())) if config.source_attention else None
+        # Last, so that the other parameters initialise as they did before it existed.
+        content = len(self.source_names()) - 1
+        self.id_mapping = IdMapping(config, content) if config.id_mapping and config.use_id and content else None
         # Catalog data, saved with the weights so a loaded model scores without the feature files.
         self.register_buffer("text", torch.zeros(n, config.text_dim))
         self.register_buffer("has_text", torch.zeros(n, dtype=torch.bool))
@@ -189,15 +213,35 @@ class ItemTower(nn.Module):
         vectors = self.vector_adapters[name](getattr(self, f"vectors_{name}")[items])
         return vectors * getattr(self, f"has_vectors_{name}")[items].unsqueeze(-1)
 
+    def mapped_ids(self, items: torch.Tensor, content: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`IdMapping`'s (*, D) ID vectors for item indices (*), and (*,) which items have content to map.
+
+        Zero for items with no content source (the mapping's bias is no information about them)."""
+        content = self.content_vectors(items) if content is None else content
+        has_content = torch.stack([p for _, p in content.values()], -1).any(-1)
+        # Detached: the mapping learns to read the content sources, it does not reshape them (their own
+        # use in every item's vector does), so warm items keep the vectors they would have without it.
+        mapped = self.id_mapping(torch.stack([v.detach() for v, _ in content.values()], -2))
+        return mapped * has_content.unsqueeze(-1), has_content
+
     def source_vectors(self, items: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Each source's (*, D) vectors and (*,) presence for item indices (*); vectors are zero where absent."""
+        content = self.content_vectors(items)
+        if self.id_embedding is None:
+            return content
+        ids, has_id = self.id_vectors(items), self.has_id[items]
+        if self.training and self.config.id_dropout > 0:
+            keep = torch.rand(items.shape, device=items.device) >= self.config.id_dropout
+            ids, has_id = ids * keep.unsqueeze(-1), has_id & keep
+        if self.id_mapping is not None:
+            # An item without a (kept) trained ID is placed by the ID its content maps to, not by zero.
+            mapped, has_content = self.mapped_ids(items, content)
+            ids, has_id = torch.where(has_id.unsqueeze(-1), ids, mapped), has_id | has_content
+        return {"id": (ids, has_id), **content}
+
+    def content_vectors(self, items: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every source but the ID: (*, D) vectors and (*,) presence, in `source_names` order."""
         out = {}
-        if self.id_embedding is not None:
-            ids, has_id = self.id_vectors(items), self.has_id[items]
-            if self.training and self.config.id_dropout > 0:
-                keep = torch.rand(items.shape, device=items.device) >= self.config.id_dropout
-                ids, has_id = ids * keep.unsqueeze(-1), has_id & keep
-            out["id"] = (ids, has_id)
         if self.text_adapter is not None:
             out["text"] = (self.text_vectors(items), self.has_text[items])
         if self.attribute_embedding is not None:

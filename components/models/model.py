@@ -5,8 +5,9 @@ embedding, and the mean of its attribute embeddings (the item-attribute graph), 
 name them, knowledge-graph neighbourhoods and extra vector tables: the item tower and its sources
 live in `models/item_tower.py`. ID embeddings are
 dropped at random while training, so text and attributes alone must place an item: that is what
-serves items with no interactions yet. The same vectors are the encoder's input and, tied, the
-retrieval head's output, so a new item is scorable the moment its text is known.
+serves items with no interactions yet (with `model.id_mapping`, through an ID mapped from them).
+The same vectors are the encoder's input and, tied, the retrieval head's output, so a new item is
+scorable the moment its text is known.
 
 The encoder is a pre-LayerNorm causal transformer (GPT-style) over a user's history. Each position
 adds the item vector, a learned position, the event and its value, time context (log time gap,
@@ -17,10 +18,10 @@ on the right, so plain causal attention never lets a real position see padding. 
 Heads, each a module that carries its own loss (`HEADS`, in the order their losses are computed):
 next-item retrieval (hidden · item vector over the catalog: full softmax, or sampled softmax with
 log-Q correction for very large catalogs), like probability (BCE) and rating (MSE in standard
-units), both scored on the (hidden state, candidate item) pair, and the ID-text alignment, an
-auxiliary objective with no weights of its own. `forward` computes the loss of each task asked for;
-adding a task means a head class here, its labels (`Targets`, `models/sequences.py`) and its weight
-in params.
+units), both scored on the (hidden state, candidate item) pair, the ID-text alignment and the
+content-to-ID mapping's alignment (with `model.id_mapping`), auxiliary objectives with no weights
+of their own. `forward` computes the loss of each task asked for; adding a task means a head class
+here, its labels (`Targets`, `models/sequences.py`) and its weight in params.
 """
 from __future__ import annotations
 
@@ -186,12 +187,38 @@ class IdTextAlignment(nn.Module):
                 + full_softmax_cross_entropy(z_text / s.temperature, z_id, labels)) / 2
 
 
+class IdMappingAlignment(nn.Module):
+    """Auxiliary objective: the content-to-ID mapping (`IdMapping`) against the batch targets' trained ID rows.
+
+    The squared distance to each warm target's ID row, which is held fixed (the mapping follows the
+    IDs, never the reverse), relative to the rows' mean squared norm, so the loss starts near 1 at
+    any embedding scale. Zero without a mapping in the tower.
+    """
+
+    def __init__(self, config: RecloopConfig):
+        super().__init__()
+
+    def loss(self, s: Supervised) -> torch.Tensor:
+        tower = s.tower
+        if tower.id_mapping is None:
+            return tower.text.new_zeros(())
+        items = s.target.unique()
+        mapped, has_content = tower.mapped_ids(items)
+        warm = tower.has_id[items] & has_content
+        items, mapped = items[warm], mapped[warm]
+        if len(items) == 0:
+            return tower.text.new_zeros(())
+        rows = tower.id_embedding(items).detach()  # (K, D)
+        return (mapped - rows).pow(2).sum(-1).mean() / rows.pow(2).sum(-1).mean().clamp(min=1e-12)
+
+
 # Task name -> head; the names are the keys of the loss weights in params (pretrain/finetune.weights).
 HEADS: dict[str, type[nn.Module]] = {
     "retrieval": RetrievalHead,
     "like": LikeHead,
     "rating": RatingHead,
     "contrastive": IdTextAlignment,
+    "id_mapping": IdMappingAlignment,
 }
 TASKS = tuple(HEADS)
 

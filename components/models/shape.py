@@ -52,3 +52,4 @@ class RecloopConfig:
     extra_sources: dict[str, int]  # extra vector table name -> width
     source_gates: bool  # a learned gate per source instead of the plain sum
     source_attention: bool  # per-item attention over the sources an item has, instead of the sum
+    id_mapping: bool  # items without a trained ID get one mapped from their content sources (`IdMapping`)

@@ -12,6 +12,7 @@ face of a serving bundle) is the caller's business: `components/serving/package.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,16 @@ class Promotion:
     def describe(self) -> str:
         before = f"version {self.previous}" if self.previous is not None else "no champion"
         return f"{self.model_name}: champion is now version {self.current} (was {before})"
+
+
+def bound_http_requests(retries: int, timeout_seconds: int) -> None:
+    """Bound every MLflow HTTP request of this process (a tracking server as registry): `timeout_seconds`
+    to connect and to read, `retries` retries with a 1-s backoff factor. MLflow reads these variables at
+    each request; its defaults (7 retries, factor 2) keep retrying a server that is down for about 4
+    minutes. Process-wide: for a server (the service), which must fail fast and keep serving."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
 
 
 def client(cfg: RegistryConfig):

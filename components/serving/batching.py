@@ -11,6 +11,10 @@ most `EXTRA_PASSES` times (a trickle of them amid other traffic must not hold th
 timer: a lone request waits one pass of an idle loop (microseconds); under load the batches grow by
 themselves. In process an ad-hoc answer costs 0.67 ms alone, 0.22 ms each in a batch of 8, 0.18 ms in
 a batch of 32 (docs/benchmarks.md).
+
+The batch runs on the loop, not in a thread of its own: torch lets go of the GIL inside each kernel,
+but the encoder thread then has to win it back from the busy loop at every one of its ~100 calls,
+and measured under load that cost more than the kernels it took off the loop (docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ registry's champion. Every worker follows the champion on its own: it checks the
 every `serve.watch_seconds` and switches when it moved; `reload` switches the worker that answers
 it at once. A switch imports the champion (once, under a lock, whichever worker comes first),
 loads it completely, then replaces one attribute, so a request in flight finishes on the model it
-started with. If the registry cannot be reached the old model keeps serving (`reload`: 503).
+started with. If the registry cannot be reached the old model keeps serving (`reload`: 503; over HTTP within
+`serve.registry_timeout_seconds` and `serve.registry_retries`, not MLflow's minutes of retries).
 
 Bad input is answered 4xx with a message saying what to fix: pydantic type errors (400, BentoML),
 limits, unknown filters and far-off timestamps (400), unknown items for similar_items (404),
@@ -33,7 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from components.config import Params, ServeConfig, load_params
 from components.errors import RecloopError
-from components.registry.registry import CHAMPION, alias_version
+from components.registry.registry import CHAMPION, alias_version, bound_http_requests
 from components.serving import logs, timeout
 from components.serving.batching import EncoderBatcher
 from components.serving.bento import VERSION_LABEL, import_champion
@@ -139,6 +140,8 @@ class RecloopService:
         timeout.check_installed()  # stop here rather than serve with BentoML's leaking timer
         logs.install()  # after BentoML configured its loggers
         self.params = PARAMS
+        # A tracking server that is down fails a reload or a look at the champion in seconds, not minutes.
+        bound_http_requests(PARAMS.serve.registry_retries, PARAMS.serve.registry_timeout_seconds)
         try:
             stored = self.bento_model
         except Exception as e:  # BentoML reports a missing model as a failed BentoCloud lookup

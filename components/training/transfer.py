@@ -10,7 +10,10 @@
 Training modes use the fine-tuning knobs (`finetune`) and its objective with the ID-text alignment
 at `transfer.contrastive` (the new ID rows learn to agree with the text, as pretraining from scratch
 teaches them); the start (the foundation with fresh ID rows) is a candidate for the best epoch, so a
-transfer never ends below where it started on validation.
+transfer never ends below where it started on validation. With `transfer.pretrain_first` they first
+run the target's self-supervised pretraining (the pretrain objective and `pretrain` knobs) from the
+foundation, then the fine-tune: the two phases a model trained from scratch gets. `transfer.shrink`
+below 1 mixes a fresh initialisation into the foundation's learning weights first (shrink and perturb).
 The result is written where the finetune stage writes, so evaluate, package and serve read it.
 """
 from __future__ import annotations
@@ -19,18 +22,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from components.atomic import write_json
-from components.config import FinetuneConfig, LabelsConfig, LMTuningConfig, TrackingConfig, TransferConfig
+from components.config import (
+    FinetuneConfig,
+    LabelsConfig,
+    LMTuningConfig,
+    PretrainConfig,
+    TrackingConfig,
+    TransferConfig,
+)
 from components.data.dataset import SplitData
 from components.errors import RecloopError
 from components.models.artifacts import FINETUNED_DIR, TrainedModel, save_trained
+from components.models.catalog import per_catalog_names
 from components.models.foundation import Foundation, adopt, load_foundation
 from components.models.model import Recloop
 from components.models.sequences import training_rows
 from components.tracking import Tracker
+from components.training.checkpoint import remove_checkpoint
 from components.training.distributed import is_main_process
 from components.training.loop import LoopResult, Objective, configure_torch
+from components.training.pretrain import objective as pretrain_objective
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
 
 MODES = ("zero-shot", "adapter", "full")
@@ -85,18 +99,46 @@ def set_trainable(model: Recloop, mode: str, adapter_trains: list[str]) -> tuple
     return trainable, total
 
 
+def shrink_toward_fresh(model: Recloop, names: set[str], keep: float) -> int:
+    """Shrink and perturb (Ash & Adams, 2020): each named parameter that learns becomes `keep` x itself +
+    (1 - keep) x a freshly initialised model's; the number of parameters moved.
+
+    A warm start can generalise worse than a fresh one once the target has plenty of data; mixing in
+    a fresh initialisation keeps the foundation's direction and gives back some of a fresh model's
+    plasticity. `keep` 1 leaves the foundation's weights as they are.
+    """
+    if keep >= 1.0:
+        return 0
+    fresh = Recloop(model.config).state_dict()
+    moved = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in names and p.requires_grad:
+                p.mul_(keep).add_(fresh[name], alpha=1.0 - keep)
+                moved += p.numel()
+    return moved
+
+
 def objective(cfg: TransferConfig, finetune: FinetuneConfig) -> Objective:
     """The fine-tuning objective with the ID-text alignment weighted by `transfer.contrastive`."""
     return Objective({**finetune.weights.model_dump(), "contrastive": cfg.contrastive}, finetune.temperature)
 
 
+def pretrain_checkpoint(checkpoint: Path | None) -> Path | None:
+    """Where the pretraining phase of `transfer.pretrain_first` keeps its own resumable state."""
+    return None if checkpoint is None else Path(checkpoint).with_name(Path(checkpoint).stem + "-pretrain.pt")
+
+
 def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cfg: TransferConfig,
                    finetune: FinetuneConfig, seed: int, *, labels: LabelsConfig = LabelsConfig(),
-                   tracker: Tracker | None = None, checkpoint: Path | None = None, params: dict | None = None,
+                   pretrain: PretrainConfig = PretrainConfig(), tracker: Tracker | None = None,
+                   checkpoint: Path | None = None, params: dict | None = None,
                    curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult | None, dict]:
     """The foundation on `data`'s catalog in `cfg.mode`; (model, loop result or None for zero-shot, info).
 
-    `info` holds the mode, trainable and total parameter counts and, for zero-shot, the validation metrics.
+    `info` holds the mode, trainable and total parameter counts, for zero-shot the validation metrics,
+    and with `cfg.pretrain_first` how the target's pretraining phase (`pretrain` knobs) went; the loop
+    result is the fine-tune's (or the pretraining phase's, when that was interrupted).
     """
     mode, adapter_trains = cfg.mode, cfg.adapter_trains
     configure_torch(finetune.threads, seed)  # the new ID rows are part of what the seed fixes
@@ -104,11 +146,25 @@ def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cf
     trainable, total = set_trainable(trained.model, mode, adapter_trains)
     info = {"mode": mode, "trainable_parameters": trainable, "parameters": total,
             "trainable_share": round(trainable / max(total, 1), 4)}
+    if mode != "zero-shot" and cfg.shrink < 1.0:
+        transferred = set(foundation.state) - per_catalog_names(trained.model)
+        info["shrunk_parameters"] = shrink_toward_fresh(trained.model, transferred, cfg.shrink)
     validate = validator(trained, data, labels, curve_stage=curve_stage)
     if mode == "zero-shot":
         return trained, None, info | validate(trained.model)
-    rows = training_rows(data, trained.vocab, trained.model.config.max_len, finetune.windows, labels)
     try:
+        if cfg.pretrain_first:
+            first = run(trained, data, training_rows(data, trained.vocab, trained.model.config.max_len,
+                                                     pretrain.windows),
+                        pretrain_objective(pretrain), pretrain, seed, validate=validate,
+                        checkpoint=pretrain_checkpoint(checkpoint), desc=f"transfer-{mode}-pretrain",
+                        start_is_candidate=True)  # one MLflow run per stage: this phase is summarised in `info`
+            info |= {"pretrain_epochs": first.epochs, "pretrain_best_epoch": first.best_epoch,
+                     "pretrain_valid_ndcg@10": round(first.best_score, 5),
+                     "pretrain_seconds": round(first.seconds, 1)}
+            if first.interrupted:
+                return trained, first, info
+        rows = training_rows(data, trained.vocab, trained.model.config.max_len, finetune.windows, labels)
         result = run(trained, data, rows, objective(cfg, finetune), finetune, seed, validate=validate,
                      tracker=tracker, checkpoint=checkpoint, params=params, desc=f"transfer-{mode}",
                      start_is_candidate=True)
@@ -120,7 +176,8 @@ def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cf
 
 def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig, tracking: TrackingConfig,
              foundation_dir: Path, split_dir: Path, features_dir: Path, models_dir: Path, reports_dir: Path,
-             seed: int, lm: LMTuningConfig = LMTuningConfig()) -> TransferSummary:
+             seed: int, lm: LMTuningConfig = LMTuningConfig(), pretrain: PretrainConfig = PretrainConfig()
+             ) -> TransferSummary:
     """Bring the foundation at `foundation_dir` to the split's catalog; write models/finetuned, reports/transfer.json.
 
     With `lm.enabled` (adapter and full modes) the text encoder then learns too (LoRA,
@@ -133,10 +190,12 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
     params = {"stage": "transfer", "seed": seed, "transfer": cfg.model_dump(mode="json"),
               "finetune": finetune.model_dump(mode="json"), "foundation_sources": found.sources,
               "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
-    trained, result, info = transfer_model(found, data, text, cfg, finetune, seed, labels=labels, tracker=tracker,
-                                           checkpoint=checkpoint, params=params)
+    if cfg.pretrain_first:
+        params["pretrain"] = pretrain.model_dump(mode="json")
+    trained, result, info = transfer_model(found, data, text, cfg, finetune, seed, labels=labels, pretrain=pretrain,
+                                           tracker=tracker, checkpoint=checkpoint, params=params)
     out_dir = Path(models_dir) / FINETUNED_DIR
-    extra = {k: info[k] for k in ("mode", "trainable_parameters", "parameters", "trainable_share")}
+    extra = {k: v for k, v in info.items() if not k.startswith("valid_")}
     extra["foundation"] = str(foundation_dir)
     if result is None:
         metrics = {**{k: v for k, v in info.items() if k.startswith("valid_")}, "epochs": 0,
@@ -169,5 +228,6 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
         tracker.finish("KILLED")
     elif is_main_process():
         write_outputs(trained, result, out_dir, reports_dir, "transfer", metrics, tracker, checkpoint)
+        remove_checkpoint(pretrain_checkpoint(checkpoint))
     return TransferSummary(out_dir, cfg.mode, data.n_items, data.n_users, info["trainable_parameters"],
                            info["parameters"], result.epochs, metrics, result.seconds, result.run_id)

@@ -220,3 +220,80 @@ def test_foundation_registers_as_its_own_model_and_comes_back(pretrained, tmp_pa
     back = load_foundation(foundation_folder(registry, "models:/recloop-foundation/latest", tmp_path / "fetched"))
     assert back.vocab == pretrained[0].vocab
     assert all(torch.equal(back.state[k], v) for k, v in pretrained[0].state.items())
+
+
+def test_pretrain_first_runs_the_targets_pretraining_then_the_fine_tune_and_keeps_adapter_mode_frozen(
+        pretrained, tmp_path):
+    found = pretrained[0]
+    cfg = TransferConfig(mode="adapter", pretrain_first=True)
+    one_pretrain_epoch = TINY_PRETRAIN.model_copy(update={"epochs": 1, "patience": 1})
+    trained, result, info = transfer_model(found, _movielens(), _item_text(), cfg, ONE_EPOCH, seed=0,
+                                           pretrain=one_pretrain_epoch, checkpoint=tmp_path / "transfer.pt")
+    assert info["pretrain_epochs"] == 1 and result.epochs == 1
+    assert info["pretrain_best_epoch"] in (0, 1) and info["pretrain_valid_ndcg@10"] > 0
+    assert (tmp_path / "transfer-pretrain.pt").exists()  # the phase resumes on its own; the stage removes it
+    for name, value in trained.model.state_dict().items():
+        if name in per_catalog_names(trained.model) or name == "domain.weight":
+            continue
+        if not any(name.startswith(p + ".") for p in cfg.adapter_trains):
+            assert torch.equal(value, found.state[name]), name  # frozen through both phases
+    # Without it nothing of the pretraining phase is reported.
+    _, _, plain = transfer_model(found, _movielens(), _item_text(), TransferConfig(mode="adapter"), ONE_EPOCH, seed=0)
+    assert not any(k.startswith("pretrain_") for k in plain)
+
+
+def test_zero_shot_cosine_and_the_content_blend_with_a_weight_chosen_on_other_catalogs(pretrained, sources):
+    from components.evaluation.baselines import ContentKNN
+    from components.training.zero_shot import (
+        WEIGHTS,
+        BlendScorer,
+        CosineScorer,
+        choose_blend_weight,
+        standardized,
+        zero_shot_scorer,
+    )
+
+    z = standardized(torch.tensor([[1.0, 2.0, 3.0, float("-inf")], [5.0, 5.0, 5.0, 5.0]]))
+    assert torch.allclose(z[0, :3].mean(), torch.tensor(0.0), atol=1e-6) and z[0, 3] == float("-inf")
+    assert torch.allclose(z[0, :3].pow(2).mean(), torch.tensor(1.0), atol=1e-5) and not z[1].any()
+
+    target, text = _movielens(), _item_text()
+    users = np.arange(target.n_users)
+    cosine = zero_shot_scorer(pretrained[0], target, text, cosine=True).fit(target)
+    assert isinstance(cosine, CosineScorer) and float(cosine.score(target, users, "test").abs().max()) <= 1 + 1e-5
+    model, content = zero_shot_scorer(pretrained[0], target, text), ContentKNN(text)
+    for weight, alone in ((0.0, model.fit(target)), (1.0, content.fit(target))):
+        blended = BlendScorer(model, content, weight).fit(target).score(target, users, "test")
+        order = torch.as_tensor(alone.score(target, users, "test")).argsort(dim=1, descending=True)[:, :10]
+        assert torch.equal(blended.argsort(dim=1, descending=True)[:, :10], order)
+
+    choice = choose_blend_weight(pretrained[0], sources)  # the foundation's sources, never the target
+    assert choice.weight in WEIGHTS and set(choice.valid_ndcg) == set(WEIGHTS) and choice.catalogs == 2
+    assert choice.valid_ndcg[choice.weight] == max(choice.valid_ndcg.values())
+    hr = evaluate_ranking(BlendScorer(model, content, choice.weight).fit(target), target, "test", (10,),
+                          progress=False).metrics["hr@10"]
+    assert hr > 0
+
+
+def test_shrink_mixes_a_fresh_initialisation_into_the_weights_that_learn(pretrained):
+    from components.training.transfer import set_trainable, shrink_toward_fresh
+
+    found = pretrained[0]
+    trained = adopt(found, _movielens(), _item_text(), ids=True)
+    set_trainable(trained.model, "adapter", TransferConfig().adapter_trains)
+    transferred = set(found.state) - per_catalog_names(trained.model)
+    torch.manual_seed(0)
+    fresh = Recloop(trained.model.config).state_dict()
+    torch.manual_seed(0)
+    moved = shrink_toward_fresh(trained.model, transferred, 0.5)
+    state = trained.model.state_dict()
+    learns = [n for n, p in trained.model.named_parameters() if p.requires_grad and n in transferred]
+    adapter = next(n for n in learns if n.startswith("tower.text_adapter."))
+    assert torch.allclose(state[adapter], 0.5 * found.state[adapter] + 0.5 * fresh[adapter])
+    assert torch.equal(state["blocks.0.attn.qkv.weight"], found.state["blocks.0.attn.qkv.weight"])  # frozen: kept
+    assert moved == sum(state[n].numel() for n in learns)
+    assert shrink_toward_fresh(trained.model, transferred, 1.0) == 0
+
+    _, _, info = transfer_model(found, _movielens(), _item_text(), TransferConfig(mode="full", shrink=0.5),
+                                ONE_EPOCH, seed=0)
+    assert info["shrunk_parameters"] == sum(p.numel() for n, p in trained.model.named_parameters() if n in transferred)
