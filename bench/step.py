@@ -143,7 +143,7 @@ def run_case(case: dict) -> dict:
     shared = set(RecloopConfig.__dataclass_fields__) & set(type(knobs).model_fields)
     config = RecloopConfig(n_items=case["items"], text_dim=384, n_attributes=ATTRIBUTES + 1, n_events=2,
                            n_value_buckets=9, n_domains=2, profile_sizes=[], rating_mean=0.0, rating_std=1.0,
-                           kg_relations=[], n_entities=0, extra_sources={},
+                           kg_relations=[], n_entities=0, extra_sources={}, cosine=False,
                            **{k: getattr(knobs, k) for k in shared})
     model = Recloop(config)
     g = torch.Generator().manual_seed(params.seed)

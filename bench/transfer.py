@@ -20,8 +20,10 @@ Every row is one run and one JSON in bench/results/transfer/; run rows as separa
     .venv/bin/python bench/transfer.py --row content,popular
     .venv/bin/python bench/transfer.py --row zero-shot-cosine,zero-shot-blend,zero-shot-cosine-blend
 
-Zero-shot rows: `zero-shot` scores with the adopted foundation's dot product, `-cosine` with the
-cosine (`training/zero_shot.CosineScorer`), `-blend` mixes it with the content prior at the weight
+Zero-shot rows: `zero-shot` is `recloop transfer`'s zero-shot model, scored as `transfer.zero_shot_scores`
+says (cosine since session 6; `--set transfer.zero_shot_scores=dot` gives the earlier dot-product rows),
+`zero-shot-blend` uses the dot product and `zero-shot-cosine*` the cosine (`Recloop.unit`), `-blend`
+mixes it with the content prior at the weight
 with the best validation NDCG@10 on the --blend-on catalogs (default: the foundation's sources,
 under an unseen domain token), never on the target.
 

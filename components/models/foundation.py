@@ -92,7 +92,7 @@ def _with_domains(foundation: Foundation, data: SplitData) -> tuple[Vocab, dict[
 
 
 def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: bool,
-          id_dropout: float | None = None) -> TrainedModel:
+          id_dropout: float | None = None, cosine: bool = False) -> TrainedModel:
     """A model for `data`'s catalog from `foundation`: shared weights as they are, ID rows new.
 
     `ids=False` (zero-shot): no item uses an ID row, so every item is scored by its text and
@@ -100,6 +100,7 @@ def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: boo
     row, which starts as a fresh model's (normal, std 0.02: small beside the text vectors, and with a
     direction, which the ID-text alignment's cosine needs). `id_dropout` replaces the foundation's
     (a foundation pretrained text-only, with ID dropout 1.0, would otherwise never train its ID rows).
+    `cosine`: the model compares directions only (`Recloop.unit`), what zero-shot scoring measured best.
     """
     text = check_text(text, data)
     if foundation.config.use_kg:
@@ -109,7 +110,7 @@ def adopt(foundation: Foundation, data: SplitData, text: np.ndarray, *, ids: boo
         raise RecloopError(f"the foundation reads {foundation.config.text_dim}-d text vectors but the target's "
                            f"features hold {text.shape[1]}-d ones: featurize it with the foundation's encoder")
     vocab, state, n_domains = _with_domains(foundation, data)
-    config = replace(foundation.config, n_items=data.n_items, n_domains=n_domains)
+    config = replace(foundation.config, n_items=data.n_items, n_domains=n_domains, cosine=cosine)
     if id_dropout is not None:
         config = replace(config, id_dropout=id_dropout)
     model = Recloop(config)

@@ -261,7 +261,13 @@ class Recloop(nn.Module):
 
     def catalog(self) -> torch.Tensor:
         """(N, D) vectors of every item: the retrieval head's weights and the serving index."""
-        return self.tower(torch.arange(self.config.n_items, device=self.tower.text.device))
+        return self.unit(self.tower(torch.arange(self.config.n_items, device=self.tower.text.device)))
+
+    def unit(self, vectors: torch.Tensor) -> torch.Tensor:
+        """`vectors` (*, D) as the model compares them: unit length with `cosine`, else as they are."""
+        # A zero-shot catalog's item lengths were learned on other catalogs, where they follow those
+        # catalogs' popularity: only directions carry over.
+        return F.normalize(vectors, dim=-1) if self.config.cosine else vectors
 
     def encode(self, batch: SequenceBatch, item_vectors: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, D) from the batch's item vectors (B, T, D) and its context."""
@@ -283,18 +289,18 @@ class Recloop(nn.Module):
         """(B, T, D) item vectors of the batch: rows of `table` (N, D) when given, else from the tower."""
         if table is not None:
             return F.pad(table, (0, 0, 1, 0))[batch.items]  # row 0: padding
-        return self.tower((batch.items - 1).clamp(min=0)) * (batch.items > 0).unsqueeze(-1)
+        return self.unit(self.tower((batch.items - 1).clamp(min=0))) * (batch.items > 0).unsqueeze(-1)
 
     def last_states(self, batch: SequenceBatch, table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) hidden state after each row's last real position: the user's vector."""
         hidden = self.encode(batch, self._input_vectors(batch, table))
         last = (batch.lengths - 1).clamp(min=0)
-        return hidden[torch.arange(len(last), device=last.device), last]
+        return self.unit(hidden[torch.arange(len(last), device=last.device), last])
 
     def pair_predictions(self, batch: SequenceBatch, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each pair head's prediction (B,), like probability and rating, of item_idx `items` (B,) as next item."""
         hidden = self.last_states(batch, None)
-        vectors = self.tower(items)
+        vectors = self.unit(self.tower(items))
         return {name: head.predict(hidden, vectors) for name, head in self.task_heads.items()
                 if isinstance(head, PairHead)}
 

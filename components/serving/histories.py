@@ -108,4 +108,4 @@ def encode(model: Recloop, vocab: Vocab, padded: torch.Tensor, histories: list[I
     with torch.inference_mode():
         # `last_states` with the padded table built once: the same gather, the same encoder.
         hidden = model.encode(sequences, padded[sequences.items])
-        return hidden[torch.arange(len(histories)), (sequences.lengths - 1).clamp(min=0)].numpy()
+        return model.unit(hidden[torch.arange(len(histories)), (sequences.lengths - 1).clamp(min=0)]).numpy()

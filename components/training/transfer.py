@@ -142,7 +142,8 @@ def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cf
     """
     mode, adapter_trains = cfg.mode, cfg.adapter_trains
     configure_torch(finetune.threads, seed)  # the new ID rows are part of what the seed fixes
-    trained = adopt(foundation, data, text, ids=mode != "zero-shot", id_dropout=cfg.id_dropout)
+    trained = adopt(foundation, data, text, ids=mode != "zero-shot", id_dropout=cfg.id_dropout,
+                    cosine=mode == "zero-shot" and cfg.zero_shot_scores == "cosine")
     trainable, total = set_trainable(trained.model, mode, adapter_trains)
     info = {"mode": mode, "trainable_parameters": trainable, "parameters": total,
             "trainable_share": round(trainable / max(total, 1), 4)}

@@ -1,5 +1,5 @@
-"""Zero-shot scoring of a catalog no model has trained on: the adopted foundation's score, its cosine
-form, and a blend of it with the content prior (text similarity to the user's recent items).
+"""Zero-shot scoring of a catalog no model has trained on: the adopted foundation's score (dot or cosine),
+and a blend of it with the content prior (text similarity to the user's recent items).
 
 The blend's weight is chosen on the validation targets of other catalogs (the foundation's sources,
 each under a domain token the foundation never saw, as the target has), never on the target: a
@@ -12,39 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from components.data.dataset import SplitData
 from components.errors import RecloopError
 from components.evaluation.baselines import ContentKNN
 from components.evaluation.evaluator import evaluate_ranking
 from components.models.foundation import Foundation, adopt
-from components.models.model import to_device
 from components.models.scoring import RecloopScorer
 from components.training.foundation import tag_domain
 
 HELD_OUT_DOMAIN = "held-out"  # a token no foundation learned: source catalogs scored as the target is
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-class CosineScorer(RecloopScorer):
-    """Cosine between the user's state and each item's vector instead of their dot product.
-
-    The item vectors' lengths were learned on the source catalogs, where they follow those catalogs'
-    popularity; a new catalog's items inherit lengths from their text alone.
-    """
-
-    def score(self, data: SplitData, users: np.ndarray, stage: str) -> torch.Tensor:
-        model = self.trained.model.eval()
-        histories = self._histories(data, stage)
-        rows = torch.as_tensor(np.asarray(users), dtype=torch.long)
-        with torch.no_grad():
-            if self.table_ is None:
-                self.table_ = F.normalize(model.catalog(), dim=-1)
-            device = self.table_.device
-            states = torch.cat([model.last_states(to_device(histories.batch(chunk), device), self.table_)
-                                for chunk in rows.split(self.batch_size)])
-            return (F.normalize(states, dim=-1) @ self.table_.T).cpu()
 
 
 def standardized(scores: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -86,9 +64,9 @@ class BlendChoice:
 
 def zero_shot_scorer(foundation: Foundation, data: SplitData, text: np.ndarray, *, cosine: bool = False,
                      name: str = "zero-shot") -> RecloopScorer:
-    """The foundation adopted by `data`'s catalog with no ID rows, behind the evaluator's interface."""
-    trained = adopt(foundation, data, text, ids=False)
-    return (CosineScorer if cosine else RecloopScorer)(trained, name)
+    """The foundation adopted by `data`'s catalog with no ID rows, behind the evaluator's interface;
+    `cosine` scores by the cosine of user and item vectors (`Recloop.unit`), as a served zero-shot model does."""
+    return RecloopScorer(adopt(foundation, data, text, ids=False, cosine=cosine), name)
 
 
 def choose_blend_weight(foundation: Foundation, catalogs: Sequence[tuple[SplitData, np.ndarray]], *,

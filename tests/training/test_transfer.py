@@ -203,7 +203,13 @@ def test_cli_pretrains_a_foundation_then_serves_an_unseen_catalog_zero_shot(sour
     assert "transfer (zero-shot)" in served.output and "0 of" in served.output
     report = json.loads((tmp_path / "reports" / "transfer.json").read_text())
     assert report["mode"] == "zero-shot" and report["trainable_parameters"] == 0
-    assert load_trained(tmp_path / "models" / FINETUNED_DIR).item_ids == _movielens().items["item_id"].tolist()
+    served_model = load_trained(tmp_path / "models" / FINETUNED_DIR)
+    assert served_model.item_ids == _movielens().items["item_id"].tolist()
+    # Saved as it scores (transfer.zero_shot_scores: cosine): what the service loads compares directions only.
+    model = served_model.model
+    assert model.config.cosine
+    with torch.no_grad():
+        assert torch.allclose(model.catalog().norm(dim=1), torch.ones(model.config.n_items), atol=1e-5)
 
     missing = CliRunner().invoke(cli, ["transfer", *common, "--set", f"transfer.foundation={tmp_path / 'nowhere'}"])
     assert missing.exit_code != 0 and "recloop foundation" in missing.output
@@ -247,7 +253,6 @@ def test_zero_shot_cosine_and_the_content_blend_with_a_weight_chosen_on_other_ca
     from components.training.zero_shot import (
         WEIGHTS,
         BlendScorer,
-        CosineScorer,
         choose_blend_weight,
         standardized,
         zero_shot_scorer,
@@ -260,8 +265,9 @@ def test_zero_shot_cosine_and_the_content_blend_with_a_weight_chosen_on_other_ca
     target, text = _movielens(), _item_text()
     users = np.arange(target.n_users)
     cosine = zero_shot_scorer(pretrained[0], target, text, cosine=True).fit(target)
-    assert isinstance(cosine, CosineScorer) and float(cosine.score(target, users, "test").abs().max()) <= 1 + 1e-5
+    assert cosine.trained.model.config.cosine and float(cosine.score(target, users, "test").abs().max()) <= 1 + 1e-5
     model, content = zero_shot_scorer(pretrained[0], target, text), ContentKNN(text)
+    assert not model.trained.model.config.cosine  # the dot product, as the foundation scores
     for weight, alone in ((0.0, model.fit(target)), (1.0, content.fit(target))):
         blended = BlendScorer(model, content, weight).fit(target).score(target, users, "test")
         order = torch.as_tensor(alone.score(target, users, "test")).argsort(dim=1, descending=True)[:, :10]
