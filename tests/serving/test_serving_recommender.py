@@ -2,10 +2,15 @@
 state from acknowledged feedback, filters, cold start."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from serving_harness import horror_likes, stored_events
 
+from components.models.artifacts import CONFIG_FILE
+from components.serving.bundle import load_bundle, write_bundle
 from components.serving.feedback import FeedbackLog
 from components.serving.fresh import AcknowledgedEvents
 from components.serving.recommender import BundleRecommender, top_k
@@ -115,3 +120,29 @@ def test_far_away_timestamps_are_refused(recommender):
     for timestamp in (10**17, 1_700_000_000_000, 0):
         with pytest.raises(RequestError, match="far outside the data"):
             recommender.recommend(RecommendRequest(history=[{"item_id": "1", "timestamp": timestamp}]))
+
+
+def test_a_model_saved_with_cosine_is_served_by_the_cosine(tiny_dirs, tmp_path):
+    """What `recloop transfer --mode zero-shot` saves (transfer.zero_shot_scores: cosine) is served as it was
+    measured: unit item and user vectors on the precomputed and the ad-hoc paths alike."""
+    model_dir = tmp_path / "finetuned"
+    shutil.copytree(tiny_dirs["finetuned"], model_dir)
+    config = json.loads((model_dir / CONFIG_FILE).read_text())
+    assert config["cosine"] is False
+    (model_dir / CONFIG_FILE).write_text(json.dumps({**config, "cosine": True}))
+    write_bundle(model_dir, tiny_dirs["split"], tiny_dirs["features"], tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    served = BundleRecommender(bundle, version="cosine").prepare()
+    table, states = np.asarray(served.table), np.asarray(served.states)
+    np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(states, axis=1), 1.0, atol=1e-5)
+
+    known = served.recommend(RecommendRequest(user_id="1", k=10, exclude_seen=False))
+    best = np.sort(states[served.user_row["1"]] @ table.T)[::-1][:10]
+    np.testing.assert_allclose([i.score for i in known.items], best, rtol=1e-4, atol=1e-5)
+    stored = bundle.histories[bundle.histories["user_id"] == "1"]
+    events = [HistoryEvent(item_id=r.item_id, timestamp=int(r.timestamp), event=r.event, value=float(r.value),
+                           domain=r.domain) for r in stored.itertuples()]
+    adhoc = served.recommend(RecommendRequest(history=events, k=10, exclude_seen=False))
+    assert [i.item_id for i in adhoc.items] == [i.item_id for i in known.items]
+    np.testing.assert_allclose([i.score for i in adhoc.items], best, rtol=1e-4, atol=1e-5)
