@@ -35,8 +35,11 @@ SLICES = ("head_items", "tail_items", "cold_items", "cold_users")
 
 
 def work_dir(dataset: str, overrides: list[str]) -> Path:
-    """Where the prepared data lives: one folder per dataset and per set of data-shaping overrides."""
-    shaping = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] in {"ingest", "validate", "split"})
+    """Where the prepared data lives: one folder per dataset and per set of data-shaping overrides.
+
+    The encoder and its token budget shape the item-text vectors kept there, so they count too."""
+    shaping = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] in {"ingest", "validate", "split"}
+                     or o.split("=", 1)[0] in {"featurize.encoder", "featurize.max_length"})
     name = dataset.replace(":", "-").replace("/", "_")
     if shaping:
         name += "-" + hashlib.sha1("\n".join(shaping).encode()).hexdigest()[:8]
