@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dvc_pipeline import TEMPLATED_SECTIONS, _code_deps, _covered, import_closure
+from test_dvc_pipeline import _code_deps, _covered, import_closure, unlisted_sections
 
 from components.stages import FOUNDATION_STAGES, STAGES
 
@@ -43,9 +43,7 @@ def test_foundation_code_deps_cover_what_the_stage_runs(name):
 
 @pytest.mark.parametrize("name", list(FOUNDATION_STAGES))
 def test_foundation_params_cover_the_sections_it_reads(name):
-    listed = [p for p in _stages()[name].get("params", []) if isinstance(p, str)]
-    missing = [s for s in FOUNDATION_STAGES[name].sections if s not in TEMPLATED_SECTIONS
-               and not any(s == key or s.startswith(key + ".") for key in listed)]
+    missing = unlisted_sections(_stages()[name], FOUNDATION_STAGES[name].sections)
     assert not missing, f"{PIPELINE} stage {name} reads params it does not list: {', '.join(missing)}"
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from components.data.dataset import SplitData
 from components.data.split import split
 from components.features.featurize import featurize, load_item_text
 from components.models.artifacts import save_trained
+from components.registry.registry import promote
+from components.serving.bento import import_champion
 from components.training.finetune import finetune_model
 
 RAW = Path(__file__).parents[2] / "data" / "raw" / "ml-latest-small"
@@ -140,6 +143,17 @@ class Server:
                 p.kill()
         psutil.wait_procs(alive, timeout=30)
         self.process.poll()
+
+
+def end_switch(stop: threading.Event, threads: list[threading.Thread], registry: RegistryConfig,
+               champion: int) -> None:
+    """Stop a switch test's load threads and give the session its champion back, also as BentoML's latest
+    import (servers imported the new version, and a server started later serves the latest import)."""
+    stop.set()
+    for t in threads:
+        t.join()
+    promote(registry, champion)
+    import_champion(registry)
 
 
 def free_port() -> int:

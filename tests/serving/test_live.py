@@ -8,10 +8,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serving_harness import history_with_likes, horror_likes, listed, post, start_server
+from serving_harness import end_switch, history_with_likes, horror_likes, listed, post, start_server
 
 from components.registry.registry import promote
-from components.serving.bento import import_champion
 from components.serving.package import log_bundle
 
 pytestmark = pytest.mark.slow
@@ -87,13 +86,7 @@ def test_every_worker_follows_a_promotion_without_a_failed_request(live, registr
         promote(registry_cfg, new)  # no /reload, no import: the workers find it themselves
         after = workers_versions(live.url, want=str(new))
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        # The session's champion back for whatever runs next, also as BentoML's latest import (the
-        # workers imported the new version, and a server started later serves the latest import).
-        promote(registry_cfg, champion)
-        import_champion(registry_cfg)
+        end_switch(stop, threads, registry_cfg, champion)
     assert failures == []
     assert after == {pid: str(new) for pid in before}, "every worker serves the new champion"
     assert {str(champion), str(new)} == set(versions)  # requests were answered across the switch

@@ -11,10 +11,9 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from serving_harness import history_with_likes, horror_likes, listed, post, start_server
+from serving_harness import end_switch, history_with_likes, horror_likes, listed, post, start_server
 
 from components.registry.registry import promote
-from components.serving.bento import import_champion
 from components.serving.feedback import read_feedback
 from components.serving.package import log_bundle
 
@@ -85,12 +84,7 @@ def test_both_replicas_follow_a_promotion_without_a_failed_request(replicas, reg
             time.sleep(0.2)
         time.sleep(0.5)  # a few more requests on the new version
     finally:
-        stop.set()
-        for t in threads:
-            t.join()
-        # The session's champion back, also as BentoML's latest import, for whatever runs next.
-        promote(registry_cfg, champion)
-        import_champion(registry_cfg)
+        end_switch(stop, threads, registry_cfg, champion)
     assert failures == []
     assert followed == {a.url: new, b.url: new}, "both replicas serve the new champion"
     for url, seen in versions.items():
