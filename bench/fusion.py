@@ -22,7 +22,9 @@ kg-attention = base and kg fused by per-item attention over the sources each ite
 kg-no-text (ID + attributes, with and without the graph); kg-vectors = base + a spectral embedding of
 each item's graph facts through the extra-vector door; map and kg-map = base and kg where an item
 without a trained ID gets one mapped from its content (`model.id_mapping`, ID dropout 0.5; map-dropout0.1
-and kg-map-dropout0.1 with params.yaml's 0.1). Training:
+and kg-map-dropout0.1 with params.yaml's 0.1); transe and kg-transe = base and kg plus the entity embeddings
+PyKEEN's TransE learns from the graph alone (`recloop kg-embed`'s library function with params.yaml's kg_embed
+and the run's seed), through the extra-vector door. Training:
 the pipeline's early stopping, pretraining capped at --minutes and fine-tuning at half of it, so that
 a run stays within a few minutes on two cores.
 """
@@ -59,6 +61,9 @@ VARIANTS: dict[str, dict] = {
     "kg-map": {"model.use_kg": True, **ID_MAPPING},
     "map-dropout0.1": {**ID_MAPPING, "model.id_dropout": 0.1},
     "kg-map-dropout0.1": {"model.use_kg": True, **ID_MAPPING, "model.id_dropout": 0.1},
+    # Entity embeddings pretrained on the graph alone (PyKEEN TransE), through the extra-vector door.
+    "transe": {"model.sources.vectors": [{"name": "kg_transe", "path": "KG_TRANSE"}]},
+    "kg-transe": {"model.use_kg": True, "model.sources.vectors": [{"name": "kg_transe", "path": "KG_TRANSE"}]},
 }
 KG_SVD_DIM = 32
 # Relative to the repository (the working directory of a run), so that results name no machine path.
@@ -166,12 +171,16 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     from components.data.dataset import SplitData
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
+    from components.features.kg_embeddings import kg_embed
     from components.training.variants import RecloopVariant
     from components.validation.kg import kg_stage
 
     work = WORKS[split]
-    svd = str(work / "kg_svd.npz")
-    changes = [f"{k}={json.dumps(v).replace('KG_SVD', svd)}" for k, v in VARIANTS[variant].items()]
+    embed = load_params(REPO / "params.yaml", []).kg_embed
+    transe = work / f"kg_{embed.model.lower()}-d{embed.dim}-e{embed.epochs}-seed{seed}.parquet"
+    files = {"KG_SVD": str(work / "kg_svd.npz"), "KG_TRANSE": str(transe)}
+    uses_transe = "KG_TRANSE" in json.dumps(VARIANTS[variant])
+    changes = [f"{k}={_filled(json.dumps(v), files)}" for k, v in VARIANTS[variant].items()]
     overrides = [*SPLITS[split], "tracking.uri=null", f"seed={seed}", f"pretrain.max_minutes={minutes}",
                  f"finetune.max_minutes={minutes / 2}", f"model.sources.kg={work / 'kg'}", *changes]
     params = load_params(REPO / "params.yaml", overrides)
@@ -185,6 +194,10 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     text = load_item_text(work / "features", data.n_items)
     if not (work / "kg_svd.npz").exists():
         write_kg_svd(work, data, work / "kg_svd.npz")
+    embedded = None  # the PyKEEN run, when this run made the file (cached per seed and settings)
+    if uses_transe and not transe.exists():
+        embedded = kg_embed(embed, work / "kg", transe, seed, progress=False)
+        print(embedded.describe(), file=sys.stderr)
     ran = provenance()
     model = RecloopVariant(params.model, params.pretrain, params.finetune, params.labels,
                            text if params.model.use_text else None, seed, f"recloop-{variant}")
@@ -213,6 +226,10 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
         "epochs": model.result_.epochs,
         "best_epoch": model.result_.best_epoch, "stopped_early": model.result_.stopped_early,
         "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
+        "kg_embed": None if not uses_transe else {
+            **embed.model_dump(mode="json"), "seed": seed, "file": str(transe),
+            "seconds": None if embedded is None else round(embedded.seconds, 1),
+            "final_loss": None if embedded is None else round(embedded.final_loss, 5)},
         "peak_rss_mb": round(peak_rss_mb(), 1), **ran,
         "tree_changed_during_run": provenance()["git_diff_sha256"] != ran["git_diff_sha256"],
         "command": " ".join(["bench/fusion.py", *sys.argv[1:]]),
@@ -224,6 +241,13 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     out = RESULTS / f"{split}-{variant}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
     out.write_text(json.dumps(row, indent=1) + "\n")
     return out
+
+
+def _filled(text: str, files: dict[str, str]) -> str:
+    """A variant's JSON change with its placeholders (KG_SVD, KG_TRANSE) replaced by the run's files."""
+    for placeholder, path in files.items():
+        text = text.replace(placeholder, path)
+    return text
 
 
 def write_kg_svd(work: Path, data, path: Path) -> None:

@@ -24,6 +24,7 @@ from components.stages import (
     Stage,
     feedback_rotate_stage,
     foundation_stage,
+    kg_embed_stage,
     kg_stage,
     monitor_stage,
     ope_stage,
@@ -111,7 +112,8 @@ for stage in STAGES.values():
               help="Import the new champion into BentoML's model store (what `bentoml serve`/`build` use).")
 @with_params
 def promote(params: Params, version: int | None, rollback: bool, list_versions: bool, bento: bool) -> None:
-    """Move the registry's `champion` alias (to the challenger, to --version N, or back with --rollback)."""
+    """Move the registry's `champion` alias (to the challenger, to --version N, or back with --rollback); of a
+    domain's model with --set registry.domain=NAME (a running service adds it on /reload, docs/serving.md)."""
     from components.registry import registry
 
     if list_versions:
@@ -120,6 +122,9 @@ def promote(params: Params, version: int | None, rollback: bool, list_versions: 
         for v in registry.list_versions(params.registry):
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v["created"]))
             click.echo(f"version {v['version']:>3}  created {created}  {', '.join(v['aliases'])}")
+        if params.registry.domain is None:
+            for domain, v in registry.promoted_domains(params.registry).items():
+                click.echo(f"domain {domain}: champion version {v} (--set registry.domain={domain})")
         return
     if rollback and version is not None:
         raise RecloopError("give either --version N or --rollback, not both")
@@ -183,6 +188,14 @@ def foundation(params: Params) -> None:
 def kg(params: Params) -> None:
     """Ingest and validate the knowledge graph at kg.path (quarantine, report) into paths.kg (docs/fusion.md)."""
     click.echo(kg_stage(params).describe())
+
+
+@cli.command()
+@with_params
+def kg_embed(params: Params) -> None:
+    """Pretrain entity embeddings of paths.kg with PyKEEN (kg_embed: TransE, RotatE) into paths.kg_embeddings, a
+    table for model.sources.vectors (docs/fusion.md)."""
+    click.echo(kg_embed_stage(params).describe())
 
 
 @cli.command()

@@ -35,6 +35,8 @@ class Paths(Section):
     item_sources: Path = Path("data/item_sources")
     # recloop kg: the validated knowledge graph (triples, links), its quarantine and report.
     kg: Path = Path("data/item_sources/kg")
+    # recloop kg-embed: each linked item's pretrained entity embedding, a table model.sources.vectors can read.
+    kg_embeddings: Path = Path("data/item_sources/kg_embeddings.parquet")
 
 
 class GenericColumns(Section):
@@ -158,6 +160,22 @@ class KGConfig(Section):
     max_quarantine_fraction: float = Field(0.9, ge=0, le=1)
 
 
+class KGEmbedConfig(Section):
+    """Entity embeddings pretrained on the validated graph (paths.kg) with PyKEEN: `recloop kg-embed` writes each
+    linked item's entity vector to paths.kg_embeddings, for model.sources.vectors (docs/fusion.md)."""
+
+    # TransE: translations h + r = t (dim floats per item); RotatE: rotations in complex space (2 * dim floats).
+    model: Literal["TransE", "RotatE"] = "TransE"
+    dim: int = Field(64, ge=2)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(0.01, gt=0)
+    # Corrupted triples per true one (PyKEEN's sLCWA training with its basic negative sampler).
+    negatives: int = Field(4, ge=1)
+    # null: the top-level seed.
+    seed: int | None = None
+
+
 class ModelConfig(Section):
     """The sequence model's shape and inputs; the ablations (ID-only, text-only, no context) are switches here."""
 
@@ -182,6 +200,9 @@ class ModelConfig(Section):
     encoder: Literal["attention", "bsarec"] = "attention"
     filter_alpha: float = Field(0.7, ge=0, le=1)
     filter_c: int = Field(5, ge=1)
+    # Positions: a learned embedding of the index in the window ("absolute"), a learned attention bias per
+    # head and distance to the query ("relative": recency, as prefix-trained models see it), or both.
+    positions: Literal["absolute", "relative", "both"] = "absolute"
     # Attribute values (categories, brand...) kept per item, and how often a value must occur to get an embedding.
     max_item_attributes: int = Field(16, ge=1)
     min_attribute_count: int = Field(2, ge=1)
@@ -451,6 +472,20 @@ class RegistryConfig(Section):
     experiment: str = "recloop-package"
     # Name of the model in BentoML's local store, imported from the registry's champion.
     bento_model: str = "recloop"
+    # The domain (catalog) whose model `recloop package` / `promote` act on: its own registered model
+    # `<model_name>-<domain>` and BentoML model `<bento_model>-<domain>`, served to requests whose
+    # context.domain names it (docs/serving.md); null: the default model.
+    domain: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9_-]{0,38}[a-z0-9])?$")
+
+    @property
+    def registered_model(self) -> str:
+        """The registered model this config acts on: `model_name`, or `<model_name>-<domain>`."""
+        return self.model_name if self.domain is None else f"{self.model_name}-{self.domain}"
+
+    @property
+    def bento_name(self) -> str:
+        """The BentoML model this config imports into: `bento_model`, or `<bento_model>-<domain>`."""
+        return self.bento_model if self.domain is None else f"{self.bento_model}-{self.domain}"
 
 
 class ServeConfig(Section):
@@ -642,6 +677,7 @@ class Params(Section):
     featurize: FeaturizeConfig = FeaturizeConfig()
     model: ModelConfig = ModelConfig()
     kg: KGConfig = KGConfig()
+    kg_embed: KGEmbedConfig = KGEmbedConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     foundation: FoundationConfig = FoundationConfig()

@@ -186,6 +186,16 @@ def kg_stage(params: Params) -> Any:
     return validate_kg_stage(params.kg, params.paths.validated / ITEMS_FILE, params.paths.kg)
 
 
+def kg_embed_stage(params: Params) -> Any:
+    """Pretrain entity embeddings of the validated graph at paths.kg with PyKEEN (kg_embed) and write each linked
+    item's vector to paths.kg_embeddings (`recloop kg-embed`), a table model.sources.vectors can read."""
+    from components.features.kg_embeddings import kg_embed
+
+    cfg = params.kg_embed
+    seed = params.seed if cfg.seed is None else cfg.seed
+    return kg_embed(cfg, params.paths.kg, params.paths.kg_embeddings, seed)
+
+
 def transfer_stage(params: Params) -> Any:
     """Bring the foundation at transfer.foundation (a folder or a models:/ URI) to the split's catalog in
     transfer.mode (`recloop transfer`), then tune the text encoder when lm_tuning.enabled; writes the

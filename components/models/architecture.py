@@ -60,4 +60,5 @@ def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int
         encoder=knobs.encoder,
         filter_alpha=knobs.filter_alpha,
         filter_c=knobs.filter_c,
+        positions=knobs.positions,
     )

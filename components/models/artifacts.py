@@ -43,7 +43,7 @@ SOURCES_FILE = "sources.json"
 # Weights saved before the heads became `Recloop.task_heads` (model.pt of older model folders and bundles).
 RENAMED_WEIGHTS = {"like_head.": "task_heads.like.", "rating_head.": "task_heads.rating."}
 # Config fields added since models were first saved, with the values that describe those older models.
-ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 5,
+ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 5, "positions": "absolute",
                        "use_kg": False, "kg_relations": [], "n_entities": 0, "kg_neighbours": 16, "kg_two_hop": 16,
                        "extra_sources": {}, "source_gates": False,
                        "source_attention": False, "id_mapping": False, "cosine": False}

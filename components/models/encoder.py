@@ -18,6 +18,14 @@ would leak the answer. Here position t is given the low-pass of its own prefix x
 at t: the operator BSARec applies at the last position of a full window, applied to each prefix. It is linear,
 so it is one lower-triangular (T, T) matrix computed once: a future position never changes an
 earlier output, and with right padding a real position never sees padding.
+
+`positions` says how the encoder knows where an item sits: "absolute" adds a learned embedding of
+its index in the window (`Recloop.position`; index 0 is the window's oldest item), "relative" gives
+attention a learned bias per head and distance t - s between query and key instead (T5 / ALiBi
+style, zero at the start), "both" does both. Every position is supervised in one pass; with
+absolute positions the item just before the prediction sits at a different index for every
+prefix, with relative ones it is always at distance 0, as in models trained on left-padded prefixes
+(SASRec, BSARec), where the last index always means "most recent".
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from torch import nn
 from components.models.shape import RecloopConfig
 
 ENCODERS = ("attention", "bsarec")
+POSITIONS = ("absolute", "relative", "both")
 
 
 def causal_low_pass(max_len: int, c: int) -> torch.Tensor:
@@ -51,16 +60,41 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.dim, 3 * config.dim)
         self.proj = nn.Linear(config.dim, config.dim)
         self.resid_dropout = nn.Dropout(config.dropout)
+        # Relative positions: a bias per head and distance 0..max_len-1, zero at the start (no preference).
+        self.distance_bias = (nn.Parameter(torch.zeros(config.heads, config.max_len))
+                              if config.positions in ("relative", "both") else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
+        dropout = self.dropout if self.training else 0.0
         # Right padding: a real position only ever looks left, at real positions, so the causal mask suffices.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if self.distance_bias is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            index = torch.arange(t, device=x.device)
+            distance = index.unsqueeze(1) - index.unsqueeze(0)  # (T, T): query t, key s -> t - s
+            mask = self.distance_bias[:, distance.clamp(min=0)].masked_fill(distance < 0, -torch.inf)  # (H, T, T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
         return self.resid_dropout(self.proj(y))
+
+    def at(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, D): the output at position `last[b]` of each row only (inference): one query over keys 0..last."""
+        b, t, d = h.shape
+        rows = torch.arange(b, device=h.device)
+        weight, bias = self.qkv.weight, self.qkv.bias  # rows: query, key, value
+        q = F.linear(h[rows, last], weight[:d], bias[:d]).view(b, self.heads, 1, d // self.heads)
+        k, v = F.linear(h, weight[d:], bias[d:]).view(b, t, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        distance = last.unsqueeze(1) - torch.arange(t, device=h.device)  # (B, T): key s -> last - s
+        if self.distance_bias is None:
+            mask = (distance >= 0).view(b, 1, 1, t)
+        else:
+            by_distance = self.distance_bias[:, distance.clamp(min=0)].masked_fill(distance < 0, -torch.inf)  # (H, B, T)
+            mask = by_distance.transpose(0, 1).unsqueeze(2)  # (B, H, 1, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, d/H)
+        return self.proj(y.reshape(b, d))
 
 
 class CausalFrequencyFilter(nn.Module):
@@ -81,6 +115,12 @@ class CausalFrequencyFilter(nn.Module):
         low = torch.einsum("ts,bsd->btd", self.low_pass[:t, :t], x)  # (B, T, D)
         return self.dropout(self.proj(low + self.sqrt_beta ** 2 * (x - low)))
 
+    def at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, D): the output at position `last[b]` of each row only (inference): its low-pass row `last`."""
+        low = torch.einsum("bs,bsd->bd", self.low_pass[last, :x.shape[1]], x)
+        here = x[torch.arange(len(x), device=x.device), last]
+        return self.proj(low + self.sqrt_beta ** 2 * (here - low))
+
 
 class MLP(nn.Module):
     def __init__(self, config: RecloopConfig):
@@ -97,6 +137,8 @@ class Block(nn.Module):
         super().__init__()
         if config.encoder not in ENCODERS:
             raise ValueError(f"model.encoder must be one of {ENCODERS}, got {config.encoder!r}")
+        if config.positions not in POSITIONS:
+            raise ValueError(f"model.positions must be one of {POSITIONS}, got {config.positions!r}")
         self.ln_1 = nn.LayerNorm(config.dim)
         self.attn = CausalSelfAttention(config)
         self.filter = CausalFrequencyFilter(config) if config.encoder == "bsarec" else None
@@ -111,3 +153,12 @@ class Block(nn.Module):
         else:
             x = x + self.attn(h) + self.alpha * self.filter(h)
         return x + self.mlp(self.ln_2(x))
+
+    def at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(B, D): `forward(x)` at position `last[b]` of each row, computed there only (inference); the
+        keys and values still read every position."""
+        h = self.ln_1(x)
+        out = x[torch.arange(len(x), device=x.device), last] + self.attn.at(h, last)
+        if self.filter is not None:
+            out = out + self.alpha * self.filter.at(h, last)
+        return out + self.mlp(self.ln_2(out))

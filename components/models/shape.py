@@ -43,6 +43,8 @@ class RecloopConfig:
     encoder: str
     filter_alpha: float
     filter_c: int
+    # Where an item's place comes from: "absolute" (index in the window), "relative" (distance, in attention), "both".
+    positions: str
     # Item-side sources beyond ID, text and attributes (`models/item_tower.py`).
     use_kg: bool
     kg_relations: list[str]  # relation names; codes 1..R forward, R+1..2R their inverses

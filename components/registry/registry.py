@@ -5,6 +5,10 @@ Every promotion appends the new champion to the registered model's tag `champion
 (a JSON list of versions), so `rollback` knows which version served before, however many
 promotions and rollbacks ago.
 
+A domain's model (a catalog served beside the default one, `registry.domain`) is a registered model
+of its own, `<model_name>-<domain>`, tagged `domain`, with the same aliases and history;
+`promoted_domains` finds every domain that has a champion.
+
 Everything goes through an `MlflowClient` bound to the configured URI: nothing global changes
 on import, and tests can point each call at their own store. What the model is (recloop's pyfunc
 face of a serving bundle) is the caller's business: `components/serving/package.py`.
@@ -26,6 +30,8 @@ from components.tracking import ensure_experiment, metric_key, run_tags
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
+# On a domain's registered model (`<model_name>-<domain>`): the domain it serves, what `promoted_domains` reads.
+DOMAIN_TAG = "domain"
 
 
 @dataclass
@@ -86,7 +92,7 @@ def _artifact_location(cfg: RegistryConfig) -> str | None:
 
 def register(cfg: RegistryConfig, log_model: Callable[[], str], run_name: str = "package",
              metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> int:
-    """Register what `log_model()` logs as a new version of `cfg.model_name`, aliased `challenger`.
+    """Register what `log_model()` logs as a new version of `cfg.registered_model`, aliased `challenger`.
 
     `log_model` runs inside a new run of the registry's experiment (with `metrics` and provenance
     tags) and returns the logged model's URI. The version carries `tags` and the run's id.
@@ -103,10 +109,12 @@ def register(cfg: RegistryConfig, log_model: Callable[[], str], run_name: str = 
         if metrics:
             mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
         model_uri = log_model()
-        version = int(mlflow.register_model(model_uri, cfg.model_name).version)
+        version = int(mlflow.register_model(model_uri, cfg.registered_model).version)
         for key, value in {**(tags or {}), "run_id": run.info.run_id}.items():
-            mlflow_client.set_model_version_tag(cfg.model_name, str(version), key, str(value))
-    mlflow_client.set_registered_model_alias(cfg.model_name, CHALLENGER, str(version))
+            mlflow_client.set_model_version_tag(cfg.registered_model, str(version), key, str(value))
+    if cfg.domain is not None:
+        mlflow_client.set_registered_model_tag(cfg.registered_model, DOMAIN_TAG, cfg.domain)
+    mlflow_client.set_registered_model_alias(cfg.registered_model, CHALLENGER, str(version))
     return version
 
 
@@ -116,7 +124,7 @@ def alias_version(cfg: RegistryConfig, alias: str) -> int | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return int(client(cfg).get_model_version_by_alias(cfg.model_name, alias).version)
+        return int(client(cfg).get_model_version_by_alias(cfg.registered_model, alias).version)
     except MlflowException as e:
         # MLflow's codes for a missing model and a missing alias (SQL and REST stores alike).
         if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
@@ -124,8 +132,35 @@ def alias_version(cfg: RegistryConfig, alias: str) -> int | None:
         raise
 
 
+def for_domain(cfg: RegistryConfig, domain: str | None) -> RegistryConfig:
+    """The registry config of `domain`'s model (None: the default model's)."""
+    return cfg if cfg.domain == domain else RegistryConfig.model_validate({**cfg.model_dump(), "domain": domain})
+
+
+def promoted_domains(cfg: RegistryConfig) -> dict[str, int]:
+    """Every domain with a champion: domain -> its champion's version, read from the registered models
+    `<model_name>-<domain>` that `register` tagged with their domain (a foundation or another model
+    whose name merely starts the same way is not one). A registry that cannot be read raises."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(cfg)
+    prefix = f"{cfg.model_name}-"
+    found: dict[str, int] = {}
+    # LIKE treats `_` as a wildcard too: the exact prefix and the tag are checked below.
+    for model in mlflow_client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
+        domain = model.tags.get(DOMAIN_TAG)
+        if domain is None or model.name != prefix + domain:
+            continue
+        try:
+            found[domain] = int(mlflow_client.get_model_version_by_alias(model.name, CHAMPION).version)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+    return dict(sorted(found.items()))
+
+
 def _history(mlflow_client, cfg: RegistryConfig) -> list[int]:
-    tags = mlflow_client.get_registered_model(cfg.model_name).tags
+    tags = mlflow_client.get_registered_model(cfg.registered_model).tags
     return [int(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
 
 
@@ -137,21 +172,21 @@ def promote(cfg: RegistryConfig, version: int | None = None) -> Promotion:
     if version is None:
         version = alias_version(cfg, CHALLENGER)
         if version is None:
-            raise RecloopError(f"registered model {cfg.model_name!r} has no {CHALLENGER!r} at {cfg.uri}: "
+            raise RecloopError(f"registered model {cfg.registered_model!r} has no {CHALLENGER!r} at {cfg.uri}: "
                                "run `recloop package` first, or name one with --version")
     try:
-        mlflow_client.get_model_version(cfg.model_name, str(version))
+        mlflow_client.get_model_version(cfg.registered_model, str(version))
     except MlflowException:
-        raise RecloopError(f"registered model {cfg.model_name!r} has no version {version} at {cfg.uri}; "
+        raise RecloopError(f"registered model {cfg.registered_model!r} has no version {version} at {cfg.uri}; "
                            f"`recloop promote --list` shows the versions") from None
     previous = alias_version(cfg, CHAMPION)
     if previous == version:
-        return Promotion(cfg.model_name, previous, version)
+        return Promotion(cfg.registered_model, previous, version)
     history = _history(mlflow_client, cfg)
     if not history and previous is not None:
         history = [previous]  # a champion set by hand before recloop managed the history
     _set_champion(mlflow_client, cfg, version, [*history, version])
-    return Promotion(cfg.model_name, previous, version)
+    return Promotion(cfg.registered_model, previous, version)
 
 
 def rollback(cfg: RegistryConfig) -> Promotion:
@@ -163,29 +198,29 @@ def rollback(cfg: RegistryConfig) -> Promotion:
     while history and history[-1] == current:
         history.pop()
     if current is None or not history:
-        raise RecloopError(f"registered model {cfg.model_name!r} has no earlier champion to roll back to "
+        raise RecloopError(f"registered model {cfg.registered_model!r} has no earlier champion to roll back to "
                            f"(current: {current}); promote a version explicitly with --version")
     _set_champion(mlflow_client, cfg, history[-1], history)
-    return Promotion(cfg.model_name, current, history[-1])
+    return Promotion(cfg.registered_model, current, history[-1])
 
 
 def _set_champion(mlflow_client, cfg: RegistryConfig, version: int, history: list[int]) -> None:
-    mlflow_client.set_registered_model_alias(cfg.model_name, CHAMPION, str(version))
-    mlflow_client.set_registered_model_tag(cfg.model_name, HISTORY_TAG, json.dumps(history))
-    mlflow_client.set_model_version_tag(cfg.model_name, str(version), "promoted_at", str(int(time.time())))
+    mlflow_client.set_registered_model_alias(cfg.registered_model, CHAMPION, str(version))
+    mlflow_client.set_registered_model_tag(cfg.registered_model, HISTORY_TAG, json.dumps(history))
+    mlflow_client.set_model_version_tag(cfg.registered_model, str(version), "promoted_at", str(int(time.time())))
 
 
 def list_versions(cfg: RegistryConfig) -> list[dict]:
     """Every version with its aliases, tags and creation time, newest first."""
     mlflow_client = client(cfg)
     try:
-        versions = mlflow_client.search_model_versions(f"name='{cfg.model_name}'")
+        versions = mlflow_client.search_model_versions(f"name='{cfg.registered_model}'")
     except Exception as e:
         raise RecloopError(f"cannot read the MLflow registry at {cfg.uri!r}: {e}") from None
     # search results leave aliases out: the registered model holds them.
     aliases: dict[int, list[str]] = {}
     if versions:
-        for alias, version in mlflow_client.get_registered_model(cfg.model_name).aliases.items():
+        for alias, version in mlflow_client.get_registered_model(cfg.registered_model).aliases.items():
             aliases.setdefault(int(version), []).append(alias)
     return sorted(({"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
                     "created": v.creation_timestamp // 1000, "tags": dict(v.tags)} for v in versions),

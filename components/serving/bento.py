@@ -2,7 +2,8 @@
 
 `import_champion` copies the champion into BentoML's local model store (`bentoml.mlflow.import_model`),
 labelled with its registry version, so `bentoml serve` and `bentoml build` pick it up as
-`<bento_model>:latest`. Importing the version that is already the latest import is a no-op; an
+`<bento_model>:latest` (a domain's champion as `<bento_model>-<domain>:latest`, labelled with its
+domain; `stored_domains` lists them). Importing the version that is already the latest import is a no-op; an
 import holds a file lock in BentoML's home, so the workers that all see a new champion at once
 import it once.
 """
@@ -19,6 +20,7 @@ from components.errors import RecloopError
 from components.registry.registry import CHAMPION, alias_version, using_store
 
 VERSION_LABEL = "registry_version"
+DOMAIN_LABEL = "domain"
 
 
 @dataclass
@@ -34,12 +36,12 @@ class BentoImport:
 
 
 def latest_import(cfg: RegistryConfig) -> BentoImport | None:
-    """The newest `<bento_model>` in BentoML's store, or None when there is none."""
+    """The newest `<bento_model>` (of `cfg.domain`) in BentoML's store, or None when there is none."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     try:
-        model = bentoml.models.get(f"{cfg.bento_model}:latest")
+        model = bentoml.models.get(f"{cfg.bento_name}:latest")
     except NotFound:
         return None
     return BentoImport(str(model.tag), int(model.info.labels.get(VERSION_LABEL, -1)),
@@ -59,10 +61,10 @@ def store_lock() -> Iterator[None]:
 
 
 def import_champion(cfg: RegistryConfig) -> BentoImport:
-    """Make BentoML's `<bento_model>:latest` the registry's current champion."""
+    """Make BentoML's `<bento_model>:latest` (`<bento_model>-<domain>:latest`) the registry's current champion."""
     version = alias_version(cfg, CHAMPION)
     if version is None:
-        raise RecloopError(f"registered model {cfg.model_name!r} at {cfg.uri} has no {CHAMPION!r}: "
+        raise RecloopError(f"registered model {cfg.registered_model!r} at {cfg.uri} has no {CHAMPION!r}: "
                            "run `recloop promote` first")
     with store_lock():
         return _import_version(cfg, version)
@@ -75,8 +77,22 @@ def _import_version(cfg: RegistryConfig, version: int) -> BentoImport:
     if latest is not None and latest.version == version:
         return latest
     with using_store(cfg):
+        labels = {VERSION_LABEL: str(version), "registered_model": cfg.registered_model}
+        if cfg.domain is not None:
+            labels[DOMAIN_LABEL] = cfg.domain
         model = bentoml.mlflow.import_model(
-            cfg.bento_model, f"models:/{cfg.model_name}/{version}",
-            labels={VERSION_LABEL: str(version), "registered_model": cfg.model_name},
+            cfg.bento_name, f"models:/{cfg.registered_model}/{version}", labels=labels,
             metadata={"registry_uri": cfg.uri, VERSION_LABEL: version})
     return BentoImport(str(model.tag), version, Path(model.path_of("mlflow_model")), imported=True)
+
+
+def stored_domains(cfg: RegistryConfig) -> dict:
+    """Each domain's latest import in BentoML's store (`<bento_model>-<domain>`): domain -> bentoml.Model."""
+    import bentoml
+
+    found = {}
+    for model in bentoml.models.list():
+        domain = model.info.labels.get(DOMAIN_LABEL)
+        if domain is not None and model.tag.name == f"{cfg.bento_model}-{domain}" and domain not in found:
+            found[domain] = bentoml.models.get(f"{model.tag.name}:latest")
+    return dict(sorted(found.items()))

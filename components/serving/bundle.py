@@ -7,7 +7,7 @@
     histories.parquet   every known interaction (train + valid + test): stored user histories
     users.parquet       user profiles (whatever attributes the source had)
     encoder/            the text encoder, only when it was a local folder (the packaged MiniLM is a dependency)
-    bundle.json         format, encoder name, sizes, the training metrics
+    bundle.json         format, encoder name, sizes, the training metrics (with a transferred model's mode)
 
 Nothing here depends on the serving framework: the MLflow pyfunc wrapper and the BentoML service
 both load a bundle with `load_bundle`.
@@ -34,8 +34,10 @@ from components.models.artifacts import (
     TrainedModel,
     load_trained,
 )
+from components.training.transfer import MODES
 
 FORMAT = 1
+TRAINED = "trained"  # the mode of a model the pipeline trained on its own catalog
 BUNDLE_FILE = "bundle.json"
 MODEL_DIR = "model"
 ENCODER_DIR = "encoder"
@@ -56,10 +58,22 @@ class Bundle:
     meta: dict
 
     @property
+    def mode(self) -> str:
+        """How the model was made: the transfer mode `recloop transfer` saved with it (zero-shot, adapter,
+        full), or `trained` (the pipeline's own training, and models saved before modes were recorded)."""
+        return bundle_mode(self.meta)
+
+    @property
     def encoder(self) -> str:
         """The text encoder that made item_text: a packaged name or the bundled folder."""
         local = self.path / ENCODER_DIR
         return str(local) if local.is_dir() else self.meta["encoder"]
+
+
+def bundle_mode(meta: dict) -> str:
+    """The mode a bundle.json records in its model's metrics (`Bundle.mode`)."""
+    mode = meta.get("metrics", {}).get("mode")
+    return mode if mode in MODES else TRAINED
 
 
 def write_bundle(model_dir: Path, split_dir: Path, features_dir: Path, out_dir: Path) -> dict:

@@ -19,7 +19,7 @@ committed transaction survives a killed process and a power cut. A single writer
 returns only after the commit, which is what lets the feedback endpoint acknowledge an event.
 Served impressions are queued untracked: logging never slows a recommendation down, and they
 wait up to `linger` seconds to share a commit (at most that much of them is lost in a crash).
-Each answer is queued as one compact JSON array and SQLite makes its rows in the writer thread:
+Each answer is queued as the JSON the client got, and SQLite makes its rows in the writer thread:
 building ten row dicts per answer cost the event loop 5x more (docs/benchmarks.md).
 A store that cannot write (read-only file, full disk, database down) fails the waiting futures with
 `FeedbackStoreUnavailable`: nothing is acknowledged, and the next commit tries again.
@@ -74,19 +74,20 @@ CREATE TABLE IF NOT EXISTS feedback (
 _INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at) SELECT "
            + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(FEEDBACK_COLUMNS) + 1))
            + " FROM json_each(?)")
-# Served answers: one JSON array of [request_id, user_id, model_version, timestamp, domain, logged_at,
-# [[item_id, rank, score, like_prob, propensity], ...]], one impression row per item. MATERIALIZED: each answer's
-# fields are extracted once, not once per item (half the writer's time).
+# Served answers: one JSON array of [timestamp, domain, logged_at, <the answer as served>], one impression row
+# per item of the answer's "items". The answer is the JSON the client got, so the event loop serialises it
+# once (writing floats in Python took it 30 us per answer); SQLite picks the fields out in the writer thread,
+# without the GIL. MATERIALIZED: each answer's fields are extracted once, not once per item.
 _INSERT_SERVED = f"""WITH a AS MATERIALIZED (
-    SELECT json_extract(value, '$[0]') AS request_id, json_extract(value, '$[1]') AS user_id,
-           json_extract(value, '$[2]') AS model_version, json_extract(value, '$[3]') AS timestamp,
-           json_extract(value, '$[4]') AS domain, json_extract(value, '$[5]') AS logged_at,
-           json_extract(value, '$[6]') AS items
+    SELECT json_extract(value, '$[3].request_id') AS request_id, json_extract(value, '$[3].user_id') AS user_id,
+           json_extract(value, '$[3].model_version') AS model_version, json_extract(value, '$[0]') AS timestamp,
+           json_extract(value, '$[1]') AS domain, json_extract(value, '$[2]') AS logged_at,
+           json_extract(value, '$[3].items') AS items
     FROM json_each(?))
 INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}, logged_at)
-SELECT a.request_id, a.user_id, json_extract(i.value, '$[0]'), json_extract(i.value, '$[1]'),
-       json_extract(i.value, '$[2]'), json_extract(i.value, '$[3]'), a.timestamp, 'impression', 1.0, a.domain,
-       'server', a.model_version, json_extract(i.value, '$[4]'), a.logged_at
+SELECT a.request_id, a.user_id, json_extract(i.value, '$.item_id'), json_extract(i.value, '$.rank'),
+       json_extract(i.value, '$.score'), json_extract(i.value, '$.like_prob'), a.timestamp, 'impression', 1.0, a.domain,
+       'server', a.model_version, json_extract(i.value, '$.propensity'), a.logged_at
 FROM a, json_each(a.items) AS i"""
 # Events that say the user liked the item, for turning the log into training interactions.
 POSITIVE_EVENTS = ("click", "like", "purchase", "add_to_cart")
@@ -228,14 +229,14 @@ class FeedbackLog:
         self._wake.set()
         return done
 
-    def submit_served(self, answer: RecommendResponse, timestamp: int, domain: str | None) -> None:
+    def submit_served(self, answer: RecommendResponse, timestamp: int, domain: str | None,
+                      body: str | None = None) -> None:
         """Queue the impressions of a served `recommend` answer, untracked: committed in the writer's
-        next round (`linger` s)."""
+        next round (`linger` s). `body`: the answer's JSON when the caller has it already."""
         if self._thread is None:
             raise RuntimeError("FeedbackLog.submit_served called before open()")
-        self._served.append(_json([answer.request_id, answer.user_id, answer.model_version, timestamp, domain,
-                                   time.time(), [[i.item_id, i.rank, i.score, i.like_prob, i.propensity]
-                                                 for i in answer.items]]))
+        body = answer.model_dump_json() if body is None else body
+        self._served.append(f"[{timestamp},{json.dumps(domain)},{time.time()!r},{body}]")
 
     def append(self, rows: list[dict], timeout: float = 30.0) -> None:
         """Write rows and return only after they are durably committed."""
@@ -395,25 +396,25 @@ class FeedbackReader:
         `logged_since`), in id order, as (id, user_id, item_id, timestamp, event, value, domain); and the
         highest id in the table, both from one snapshot (the next watermark)."""
         mark = "%s" if self._postgres else "?"
-        sql = (f"SELECT id, user_id, item_id, timestamp, event, value, domain FROM feedback WHERE id > {mark} "
-               f"AND source = 'client' AND user_id IS NOT NULL AND event IN ({', '.join([mark] * len(events))})"
-               + (f" AND logged_at >= {mark}" if logged_since is not None else "") + " ORDER BY id")
+        where = (f"f.id > {mark} AND f.source = 'client' AND f.user_id IS NOT NULL "
+                 f"AND f.event IN ({', '.join([mark] * len(events))})"
+                 + (f" AND f.logged_at >= {mark}" if logged_since is not None else ""))
+        columns = "f.id, f.user_id, f.item_id, f.timestamp, f.event, f.value, f.domain"
         args = (after_id, *events, *(() if logged_since is None else (logged_since,)))
 
         def read(conn) -> tuple[list[tuple], int]:
             if self._postgres:
                 with conn.transaction():
                     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    rows = conn.execute(sql, args).fetchall()
+                    rows = conn.execute(f"SELECT {columns} FROM feedback AS f WHERE {where} ORDER BY f.id",
+                                        args).fetchall()
                     top = conn.execute("SELECT max(id) FROM feedback").fetchone()[0]
-            else:
-                conn.execute("BEGIN")
-                try:
-                    rows = conn.execute(sql, args).fetchall()
-                    top = conn.execute("SELECT max(id) FROM feedback").fetchone()[0]
-                finally:
-                    conn.execute("COMMIT")
-            return rows, max(after_id, top or 0)
+                return rows, max(after_id, top or 0)
+            # One statement is one snapshot: the highest id beside the rows (a row of nulls when none is new),
+            # one call instead of a transaction of four (this runs on the event loop at every new commit).
+            found = conn.execute(f"SELECT top.id, {columns} FROM (SELECT max(id) AS id FROM feedback) AS top "
+                                 f"LEFT JOIN feedback AS f ON {where} ORDER BY f.id", args).fetchall()
+            return [row[1:] for row in found if row[1] is not None], max(after_id, found[0][0] or 0)
 
         return self._run(read)
 

@@ -48,13 +48,14 @@ INSERT = f"""INSERT INTO feedback ({_COLUMNS}, logged_at)
 SELECT r->>0, r->>1, r->>2, (r->>3)::integer, (r->>4)::float8, (r->>5)::float8, (r->>6)::numeric::bigint, r->>7,
        (r->>8)::float8, r->>9, r->>10, r->>11, (r->>12)::float8, (r->>13)::float8
 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n"""
-# Served answers: [request_id, user_id, model_version, timestamp, domain, logged_at, [[item_id, rank,
-# score, like_prob, propensity], ...]], one impression row per item.
+# Served answers: [timestamp, domain, logged_at, <the answer as served>], one impression row per item of
+# the answer's "items" (as for SQLite, feedback.py).
 INSERT_SERVED = f"""INSERT INTO feedback ({_COLUMNS}, logged_at)
-SELECT a->>0, a->>1, i->>0, (i->>1)::integer, (i->>2)::float8, (i->>3)::float8, (a->>3)::numeric::bigint,
-       'impression', 1.0, a->>4, 'server', a->>2, (i->>4)::float8, (a->>5)::float8
+SELECT a->3->>'request_id', a->3->>'user_id', i->>'item_id', (i->>'rank')::integer, (i->>'score')::float8,
+       (i->>'like_prob')::float8, (a->>0)::numeric::bigint, 'impression', 1.0, a->>1, 'server',
+       a->3->>'model_version', (i->>'propensity')::float8, (a->>2)::float8
 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS s(a, n),
-     jsonb_array_elements(a->6) WITH ORDINALITY AS t(i, m)
+     jsonb_array_elements(a->3->'items') WITH ORDINALITY AS t(i, m)
 ORDER BY n, m"""
 # A table created before the propensity column gets it (null in its older rows).
 ADD_PROPENSITY = "ALTER TABLE feedback ADD COLUMN IF NOT EXISTS propensity DOUBLE PRECISION"

@@ -8,7 +8,9 @@ one padded `SequenceBatch`, one encoder call. Precomputed known-user states come
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -58,11 +60,11 @@ class VocabCodes:
         self._events = {name: code + 1 for code, name in enumerate(vocab.events)}
         self._domains = {name: code + 1 for code, name in enumerate(vocab.domains)}
 
-    def events(self, names: list[str]) -> np.ndarray:
-        return np.fromiter((self._events.get(n, 0) for n in names), np.int64, len(names))
+    def events(self, names: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self._events.get, names, repeat(0)), np.int64, len(names))
 
-    def domains(self, names: list[str]) -> np.ndarray:
-        return np.fromiter((self._domains.get(n, 0) for n in names), np.int64, len(names))
+    def domains(self, names: Sequence[str]) -> np.ndarray:
+        return np.fromiter(map(self._domains.get, names, repeat(0)), np.int64, len(names))
 
 
 def padded_table(table: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,5 @@ def encode(model: Recloop, vocab: Vocab, padded: torch.Tensor, histories: list[I
     sequences = SequenceBatch(**batch, profile=torch.from_numpy(np.ascontiguousarray(profiles, np.int64)),
                               lengths=torch.from_numpy(lengths))
     with torch.inference_mode():
-        # `last_states` with the padded table built once: the same gather, the same encoder.
-        hidden = model.encode(sequences, padded[sequences.items])
-        return model.unit(hidden[torch.arange(len(histories)), (sequences.lengths - 1).clamp(min=0)]).numpy()
+        # `last_states` with the padded table built once, and the encoder's last block at the last position only.
+        return model.unit(model.encode_last(sequences, padded[sequences.items])).numpy()

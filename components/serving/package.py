@@ -15,7 +15,7 @@ from components.atomic import write_json
 from components.config import Paths, RegistryConfig
 from components.models.artifacts import FINETUNED_DIR
 from components.registry.registry import CHALLENGER, register
-from components.serving.bundle import build_bundle
+from components.serving.bundle import build_bundle, bundle_mode
 from components.serving.pyfunc import log_pyfunc
 
 REPORT_FILE = "package.json"
@@ -34,10 +34,14 @@ class PackageSummary:
     seconds: float
     report: Path
 
+    mode: str
+    domain: str | None
+
     def describe(self) -> str:
-        return (f"package: {self.model_name} version {self.version} ({CHALLENGER}) in {self.uri}\n"
+        promote = "recloop promote" + (f" --set registry.domain={self.domain}" if self.domain else "")
+        return (f"package: {self.model_name} version {self.version} ({CHALLENGER}, {self.mode}) in {self.uri}\n"
                 f"  {self.items:,} items, {self.users:,} users, bundle {self.bundle_mb:.1f} MB, {self.seconds:.1f}s; "
-                f"`recloop promote` makes it the champion\n  wrote {self.report}")
+                f"`{promote}` makes it the champion\n  wrote {self.report}")
 
 
 def report_metrics(reports_dir: Path) -> dict[str, float]:
@@ -71,18 +75,24 @@ def log_bundle(cfg: RegistryConfig, bundle_dir: Path, metrics: dict[str, float] 
 def package(cfg: RegistryConfig, paths: Paths) -> PackageSummary:
     """Bundle models/finetuned with the catalog, histories and text vectors; log, register, alias challenger.
 
+    With `cfg.domain` the version goes to that domain's registered model (`<model_name>-<domain>`),
+    which the service serves to requests of that domain once it is promoted. The version's tags say
+    how the model was made (`mode`: trained, or the transfer mode) and for which domain.
     Writes reports/package.json (the version number and bundle sizes) for DVC.
     """
     start = time.perf_counter()
     bundle = build_bundle(Path(paths.models) / FINETUNED_DIR, paths.split, paths.features, paths.models)
     try:
         meta = json.loads((bundle / "bundle.json").read_text())
+        mode = bundle_mode(meta)
         size = sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
-        version = log_bundle(cfg, bundle, metrics=report_metrics(paths.reports),
-                             tags={"items": meta["items"], "users": meta["users"], "encoder": meta["encoder"]})
+        tags = {"items": meta["items"], "users": meta["users"], "encoder": meta["encoder"], "mode": mode}
+        if cfg.domain is not None:
+            tags["domain"] = cfg.domain
+        version = log_bundle(cfg, bundle, metrics=report_metrics(paths.reports), tags=tags)
     finally:
         shutil.rmtree(bundle.parent, ignore_errors=True)
     report = Path(paths.reports) / REPORT_FILE
     write_json(report, {"version": version, "items": meta["items"], "users": meta["users"], "bundle_bytes": size})
-    return PackageSummary(cfg.model_name, version, cfg.uri, meta["items"], meta["users"], size / 2**20,
-                          time.perf_counter() - start, report)
+    return PackageSummary(cfg.registered_model, version, cfg.uri, meta["items"], meta["users"], size / 2**20,
+                          time.perf_counter() - start, report, mode, cfg.domain)

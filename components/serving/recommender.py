@@ -114,8 +114,10 @@ class BundleRecommender:
 
     def __init__(self, bundle: Bundle, version: str, encoder: TextEncoder | None = None, candidates: int = 100,
                  fresh: AcknowledgedEvents | None = None, ann_above: int | None = None,
-                 exploration: ExplorationConfig | None = None):
+                 exploration: ExplorationConfig | None = None, domain: str | None = None):
         self.bundle = bundle
+        self.domain = domain  # the promoted domain it serves (None: the default model); answers say it, with the mode
+        self.mode = bundle.mode
         self.exploration = exploration or ExplorationConfig()
         self.policy = policies.describe_policy(self.exploration)
         self.exploring = self.exploration.kind != "none" or self.exploration.fresh_share > 0
@@ -435,7 +437,8 @@ class BundleRecommender:
         return RecommendResponse.model_validate({
             "request_id": request_id, "user_id": request.user_id, "strategy": strategy,
             "known_user": user_row is not None, "history_used": len(history), "unknown_items": unknown,
-            "model_version": self.version, "policy": policy, "items": items})
+            "model_version": self.version, "domain": self.domain, "mode": self.mode, "policy": policy,
+            "items": items})
 
     def similar_items(self, request: SimilarRequest) -> SimilarResponse:
         """Items like `item_id` (item-tower cosine), or matching `text` (language-model cosine)."""
@@ -487,12 +490,19 @@ class BundleRecommender:
         return stored.then(self._fresh_interactions(events.recent)), events.count, earlier
 
     def _fresh_interactions(self, events: list[FreshEvent]) -> Interactions:
-        known = [(e.row, e) for e in events]  # attached: catalog items only, rows resolved
-        rows = np.fromiter((r for r, _ in known), np.int64, len(known))
-        return Interactions(rows, np.fromiter((e.timestamp for _, e in known), np.int64, len(known)),
-                            self.codes.events([e.event for _, e in known]),
-                            np.fromiter((e.value for _, e in known), np.float64, len(known)),
-                            self.codes.domains([e.domain or self.domains[r] for r, e in known]))
+        """Acknowledged events as arrays (attached: catalog items only, rows resolved), in one pass over them
+        (a fresh user's history holds up to max_len + 1 of them, read on the event loop)."""
+        if not events:
+            return empty_interactions()
+        rows, timestamps, names, values, domains = zip(*[(e.row, e.timestamp, e.event, e.value, e.domain)
+                                                         for e in events])
+        rows = np.array(rows, np.int64)
+        domain_codes = self.item_domain_codes[rows]  # an event without a domain is in its item's
+        named = [i for i, domain in enumerate(domains) if domain]
+        if named:
+            domain_codes[named] = self.codes.domains([domains[i] for i in named])
+        return Interactions(rows, np.array(timestamps, np.int64), self.codes.events(names),
+                            np.array(values, np.float64), domain_codes)
 
     def _request_interactions(self, request: RecommendRequest,
                               events: list[tuple[int, HistoryEvent]]) -> Interactions:

@@ -13,6 +13,8 @@ from components.errors import RecloopError
 
 FEEDBACK_EVENTS = ("impression", "click", "like", "dislike", "rating", "purchase", "add_to_cart", "skip")
 Strategy = Literal["history", "text", "popularity"]
+# How the answering model was made: trained on its catalog, or brought to it from a foundation (docs/transfer.md).
+Mode = Literal["trained", "zero-shot", "adapter", "full"]
 
 
 class RequestError(RecloopError):
@@ -38,7 +40,8 @@ class HistoryEvent(Schema):
 
 class Context(Schema):
     timestamp: int | None = Field(None, description="the request's time (seconds); missing: now")
-    domain: str | None = Field(None, description="the scenario the request comes from")
+    domain: str | None = Field(None, description="the scenario the request comes from; a promoted domain's name "
+                                                 "selects that domain's model (others: the default model)")
 
 
 class Filters(Schema):
@@ -106,6 +109,9 @@ class RecommendResponse(Schema):
     history_used: int
     unknown_items: list[str] = Field(description="history item ids not in the catalog, ignored")
     model_version: str
+    domain: str | None = Field(None, description="the promoted domain whose model answered (context.domain); "
+                                                 "null: the default model")
+    mode: Mode = Field("trained", description="how that model was made: trained, or a transfer mode")
     policy: str = Field("none", description="the serving policy and its parameters (serve.exploration)")
     items: list[RecommendedItem]
 
@@ -162,12 +168,24 @@ class FeedbackResponse(Schema):
 class ReloadResponse(Schema):
     previous_version: str
     version: str
-    changed: bool
+    changed: bool = Field(description="the default model or any domain's model changed")
     seconds: float
+    domains: dict[str, str] = Field({}, description="each promoted domain served now -> its version")
+    failed: dict[str, str] = Field({}, description="domains whose new champion could not be loaded -> why "
+                                                   "(their previous model, if any, keeps serving)")
+
+
+class DomainInfo(Schema):
+    model_version: str
+    mode: Mode
+    items: int
+    users: int
 
 
 class InfoResponse(Schema):
     model_version: str
+    mode: Mode = Field(description="how the default model was made")
+    domains: dict[str, DomainInfo] = Field(description="the promoted domains this worker serves, by name")
     worker: int = Field(description="the process id of the worker that answered")
     timeout_patch: bool = Field(description="the request-timeout middleware in the app is recloop's (timeout.py)")
     watch_seconds: float = Field(description="how often this worker checks the registry's champion (0: never)")

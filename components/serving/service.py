@@ -11,6 +11,14 @@ loads it completely, then replaces one attribute, so a request in flight finishe
 started with. If the registry cannot be reached the old model keeps serving (`reload`: 503; over HTTP within
 `serve.registry_timeout_seconds` and `serve.registry_retries`, not MLflow's minutes of retries).
 
+One service, many domains: a catalog packaged and promoted as a domain (`registry.domain`, its own
+registered model `<model_name>-<domain>`) answers the requests whose `context.domain` names it; any
+other request (no domain, or one not promoted) goes to the default model, as before domains existed.
+At start the service serves the domains imported into BentoML's store; `reload` and the watch add
+every domain the registry promotes since, follow their champions, and drop a domain that lost its
+champion. Answers say which domain (null: the default) and which mode (trained, zero-shot, adapter,
+full) served them; `info` lists the served domains.
+
 Bad input is answered 4xx with a message saying what to fix: pydantic type errors (400, BentoML),
 limits, unknown filters and far-off timestamps (400), unknown items for similar_items (404),
 oversized bodies (413); each is one WARNING line in the log (components/serving/logs.py).
@@ -34,10 +42,10 @@ from threadpoolctl import threadpool_limits
 
 from components.config import Params, ServeConfig, load_params
 from components.errors import RecloopError
-from components.registry.registry import CHAMPION, alias_version, bound_http_requests
+from components.registry.registry import CHAMPION, alias_version, bound_http_requests, for_domain, promoted_domains
 from components.serving import logs, timeout
 from components.serving.batching import EncoderBatcher
-from components.serving.bento import VERSION_LABEL, import_champion
+from components.serving.bento import VERSION_LABEL, import_champion, stored_domains
 from components.serving.bundle import find_bundle, load_bundle
 from components.serving.feedback import FeedbackLog, FeedbackStoreUnavailable, store_location
 from components.serving.fresh import AcknowledgedEvents
@@ -49,6 +57,7 @@ from components.serving.limits import (
 )
 from components.serving.recommender import BundleRecommender
 from components.serving.schemas import (
+    DomainInfo,
     FeedbackRequest,
     FeedbackResponse,
     InfoResponse,
@@ -86,16 +95,18 @@ def as_json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=None) -> BundleRecommender:
+def load_bento_recommender(model: bentoml.Model, serve: ServeConfig, encoder=None,
+                           domain: str | None = None) -> BundleRecommender:
     """A ready BundleRecommender from an imported BentoML model (the MLflow model folder holds the bundle),
-    following the feedback log's acknowledged events since its bundle was built."""
+    following the feedback log's acknowledged events since its bundle was built; `domain`: the promoted
+    domain it serves (None: the default model)."""
     bundle = load_bundle(find_bundle(model.path_of("mlflow_model")))
     version = model.info.labels.get(VERSION_LABEL, str(model.tag.version))
     if encoder is not None and encoder.encoder != bundle.encoder:
         encoder = None
     fresh = AcknowledgedEvents(store_location(serve), since=float(bundle.meta.get("created_at", 0)))
     recommender = BundleRecommender(bundle, version, encoder, serve.candidates, fresh, ann_above=serve.ann_above,
-                                    exploration=serve.exploration)
+                                    exploration=serve.exploration, domain=domain)
     fresh.open()  # after the recommender attached its catalog: a long log is trimmed as it is read, never held whole
     return recommender.prepare()
 
@@ -140,6 +151,8 @@ class RecloopService:
         timeout.check_installed()  # stop here rather than serve with BentoML's leaking timer
         logs.install()  # after BentoML configured its loggers
         self.params = PARAMS
+        # Always the default model's: `registry.domain` names what `recloop package` / `promote` act on.
+        self.registry = for_domain(PARAMS.registry, None)
         # A tracking server that is down fails a reload or a look at the champion in seconds, not minutes.
         bound_http_requests(PARAMS.serve.registry_retries, PARAMS.serve.registry_timeout_seconds)
         try:
@@ -150,12 +163,15 @@ class RecloopService:
         # The log first: it creates the file and table the recommender's fresh-event reader follows.
         self.log = FeedbackLog(store_location(PARAMS.serve)).open()
         self.recommender = load_bento_recommender(stored, PARAMS.serve)
+        # domain -> its model, replaced whole by a switch: at start the domains imported into BentoML's store,
+        # then whatever the registry promotes (reload, the champion watch).
+        self.domains: dict[str, BundleRecommender] = self._stored_domains()
         self.batcher = EncoderBatcher(observe=ENCODER_BATCH.observe)
         self._switching = threading.Lock()
         self._warned: dict[str, float] = {}  # topic -> when it was last warned about
         self._stop = threading.Event()
         if PARAMS.serve.watch_seconds > 0:
-            self._champion()  # the registry client's first use (seconds of imports) now, not under load
+            self._champions()  # the registry client's first use (seconds of imports) now, not under load
             threading.Thread(target=self._watch, name="champion-watch", daemon=True).start()
         settle_heap()
 
@@ -170,7 +186,9 @@ class RecloopService:
     @bentoml.api
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
         """Top-k items for a known user_id, an ad-hoc history, or a cold start (text, context, popularity)."""
-        recommender = self.recommender  # one model for the whole request, even if a reload swaps it meanwhile
+        # One model for the whole request, even if a reload swaps it meanwhile: the promoted domain's that
+        # context.domain names, else the default model's (as before domains existed).
+        recommender = self._serving(request.context.domain)
         try:
             check_recommend(request, self.params.serve)
             if request.user_id is not None:
@@ -187,11 +205,16 @@ class RecloopService:
                 answer = await asyncio.to_thread(recommender.recommend, request)
         except RequestError as e:
             return refusal(e, "/recommend")
-        self.log.submit_served(answer, int(time.time()), request.context.domain)
+        body = answer.model_dump_json()  # once: the client's answer and the log's impressions
+        self.log.submit_served(answer, int(time.time()), request.context.domain, body)
         RECOMMENDATIONS.labels(strategy=answer.strategy).inc()
         if answer.unknown_items:
             UNKNOWN_ITEMS.inc(len(answer.unknown_items))
-        return as_json(answer)
+        return Response(body, media_type="application/json")
+
+    def _serving(self, domain: str | None) -> BundleRecommender:
+        """The model that answers a request of `domain`: that domain's when it is promoted, else the default."""
+        return self.recommender if domain is None else self.domains.get(domain, self.recommender)
 
     def _refresh(self, recommender: BundleRecommender) -> None:
         """Read the events any worker acknowledged, before this answer; an unreadable store leaves the
@@ -239,16 +262,27 @@ class RecloopService:
                                 status_code=503)
         for event in request.events:
             FEEDBACK_EVENTS.labels(event=event.event).inc()
-        known = recommender.known_items([e.item_id for e in request.events])
+        known = self._known([e.item_id for e in request.events], recommender)
         unknown = list(dict.fromkeys(e.item_id for e, ok in zip(request.events, known) if not ok))
         return as_json(FeedbackResponse(accepted=len(rows), durable=True, unknown_items=unknown))
 
+    def _known(self, item_ids: list[str], recommender: BundleRecommender):
+        """Which of `item_ids` a served catalog holds: the default model's, or any promoted domain's."""
+        known = recommender.known_items(item_ids)
+        for served in self.domains.values():
+            known |= served.known_items(item_ids)
+        return known
+
     @bentoml.api
     def info(self, ctx: bentoml.Context) -> InfoResponse:
-        """Which model version this worker serves, the request limits, and whether the timeout patch is live."""
+        """Which model versions this worker serves (the default and each promoted domain's), the request
+        limits, and whether the timeout patch is live."""
         recommender = self.recommender
         serve = self.params.serve
-        return InfoResponse(model_version=recommender.version, worker=os.getpid(),
+        domains = {domain: DomainInfo(model_version=r.version, mode=r.mode, items=r.n_items, users=len(r.user_index))
+                   for domain, r in self.domains.items()}
+        return InfoResponse(model_version=recommender.version, mode=recommender.mode, domains=domains,
+                            worker=os.getpid(),
                             timeout_patch=timeout.in_app(ctx.request.scope.get("app")),
                             watch_seconds=serve.watch_seconds, items=recommender.n_items,
                             users=len(recommender.user_index), encoder=recommender.bundle.encoder,
@@ -261,7 +295,8 @@ class RecloopService:
 
     @bentoml.api
     async def reload(self, ctx: bentoml.Context) -> ReloadResponse:
-        """Switch to the registry's current champion (needs `Authorization: Bearer <token>`)."""
+        """Switch to the registry's current champions: the default model's and every promoted domain's, a
+        domain promoted since the start included (needs `Authorization: Bearer <token>`)."""
         name = self.params.serve.reload_token_env
         token = os.environ.get(name)
         sent = ctx.request.headers.get("authorization", "")
@@ -279,48 +314,94 @@ class RecloopService:
         start = time.perf_counter()
         try:
             # Load in a thread of its own: requests keep being answered by the current model meanwhile.
-            previous, fresh = await asyncio.to_thread(self._switch)
+            previous, fresh, changed, failed = await asyncio.to_thread(self._switch)
         except Exception as e:  # the registry or the store, not the client: the old model keeps serving
             logger.warning("reload failed, still serving version %s: %s", self.recommender.version, logs.one_line(e))
             ctx.response.status_code = 503
             return JSONResponse({"error": f"could not load the champion ({logs.one_line(e)}); still serving "
                                           f"version {self.recommender.version}"}, status_code=503)
-        return ReloadResponse(previous_version=previous.version, version=fresh.version,
-                              changed=fresh is not previous, seconds=round(time.perf_counter() - start, 3))
+        return ReloadResponse(previous_version=previous.version, version=fresh.version, changed=changed,
+                              seconds=round(time.perf_counter() - start, 3),
+                              domains={d: r.version for d, r in self.domains.items()}, failed=failed)
 
-    def _switch(self) -> tuple[BundleRecommender, BundleRecommender]:
-        """Load the registry's champion (unless it is served already) and swap it in: (previous, current)."""
+    def _switch(self) -> tuple[BundleRecommender, BundleRecommender, bool, dict[str, str]]:
+        """Load the registry's champions that are not served yet and swap them in:
+        (previous default, current default, whether anything changed, domains that failed to load -> why)."""
         with self._switching:
-            previous = self.recommender
-            imported = import_champion(self.params.registry)
-            if str(imported.version) == previous.version:
-                return previous, previous
-            fresh = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve, previous.encoder)
-            self.recommender = fresh
-            settle_heap()
-            logger.info("now serving version %s (was %s)", fresh.version, previous.version)
-            return previous, fresh
+            previous, served = self.recommender, self.domains
+            imported = import_champion(self.registry)
+            wanted = promoted_domains(self.registry)  # an unreadable registry fails the switch: nothing changes
+            fresh = previous
+            if str(imported.version) != previous.version:
+                fresh = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve, previous.encoder)
+            domains, failed = self._load_domains(wanted, served, fresh.encoder)
+            changed = fresh is not previous or domains != served
+            if changed:
+                self.recommender, self.domains = fresh, domains
+                settle_heap()
+                logger.info("now serving version %s (was %s), domains %s", fresh.version, previous.version,
+                            {d: r.version for d, r in domains.items()} or "none")
+            return previous, fresh, changed, failed
+
+    def _load_domains(self, wanted: dict[str, int], served: dict[str, BundleRecommender], encoder
+                      ) -> tuple[dict[str, BundleRecommender], dict[str, str]]:
+        """Each promoted domain's champion (`wanted`: domain -> version), reusing what `served` holds already;
+        a domain whose new champion cannot be loaded keeps its previous model, if it had one."""
+        domains: dict[str, BundleRecommender] = {}
+        failed: dict[str, str] = {}
+        for domain, version in wanted.items():
+            current = served.get(domain)
+            if current is not None and current.version == str(version):
+                domains[domain] = current
+                continue
+            try:
+                imported = import_champion(for_domain(self.registry, domain))
+                domains[domain] = load_bento_recommender(bentoml.models.get(imported.tag), self.params.serve,
+                                                         encoder, domain)
+            except Exception as e:  # one broken domain must not stop the others, nor the default model
+                failed[domain] = logs.one_line(e)
+                self._warn(f"domain {domain}", f"domain {domain}: could not load version {version}: {failed[domain]}")
+                if current is not None:
+                    domains[domain] = current
+        return domains, failed
+
+    def _stored_domains(self) -> dict[str, BundleRecommender]:
+        """At start: every domain's latest import in BentoML's store (as the default model comes from it)."""
+        domains = {}
+        for domain, model in stored_domains(self.registry).items():
+            try:
+                domains[domain] = load_bento_recommender(model, self.params.serve, self.recommender.encoder, domain)
+            except Exception as e:  # serve the rest; a reload or the watch tries the registry's champion again
+                logger.warning("domain %s is not served: %s could not be loaded: %s", domain, model.tag,
+                               logs.one_line(e))
+        return domains
 
     def _watch(self) -> None:
-        """Follow the champion alias: a cheap registry query every watch_seconds, a switch when it moved."""
+        """Follow the champion aliases: cheap registry queries every watch_seconds, a switch when one moved
+        or a domain was promoted (or lost its champion)."""
         while not self._stop.wait(self.params.serve.watch_seconds):
-            version = self._champion()
-            if version is not None and version != self.recommender.version:
+            wanted = self._champions()
+            if wanted is not None and wanted != self._served():
                 try:
                     self._switch()
-                except Exception as e:  # the old model keeps serving; the next look tries again
-                    logger.warning("could not switch to version %s, still serving version %s: %s", version,
-                                   self.recommender.version, logs.one_line(e))
+                except Exception as e:  # the old models keep serving; the next look tries again
+                    logger.warning("could not switch to %s, still serving %s: %s", wanted, self._served(),
+                                   logs.one_line(e))
 
-    def _champion(self) -> str | None:
-        """The registry's champion version, or None when there is none or the registry cannot be reached."""
+    def _served(self) -> tuple[str, dict[str, str]]:
+        return self.recommender.version, {d: r.version for d, r in self.domains.items()}
+
+    def _champions(self) -> tuple[str, dict[str, str]] | None:
+        """The registry's champion versions (the default model's, each promoted domain's), or None when the
+        default has none or the registry cannot be reached."""
         try:
-            version = alias_version(self.params.registry, CHAMPION)
+            version = alias_version(self.registry, CHAMPION)
+            domains = promoted_domains(self.registry)
         except Exception as e:  # an unreachable registry must not stop the watch, nor the serving
             logger.warning("champion watch: the registry cannot be read (%s); still serving version %s",
                            logs.one_line(e), self.recommender.version)
             return None
-        return None if version is None else str(version)
+        return None if version is None else (str(version), {d: str(v) for d, v in domains.items()})
 
 
 RecloopService.add_asgi_middleware(PayloadLimit, max_bytes=PARAMS.serve.max_payload_bytes)

@@ -14,7 +14,8 @@ transfer never ends below where it started on validation. With `transfer.pretrai
 run the target's self-supervised pretraining (the pretrain objective and `pretrain` knobs) from the
 foundation, then the fine-tune: the two phases a model trained from scratch gets. `transfer.shrink`
 below 1 mixes a fresh initialisation into the foundation's learning weights first (shrink and perturb).
-The result is written where the finetune stage writes, so evaluate, package and serve read it.
+The result is written where the finetune stage writes, so evaluate, package and serve read it; its
+`metrics.json` records the mode (`mode`), which the service's answers report (docs/serving.md).
 """
 from __future__ import annotations
 

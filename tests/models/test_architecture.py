@@ -26,6 +26,8 @@ def changed(name: str, value):
         return 128
     if name == "encoder":
         return "bsarec"
+    if name == "positions":
+        return "relative"
     return value / 2 if isinstance(value, float) else value + 1
 
 

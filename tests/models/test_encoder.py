@@ -1,5 +1,5 @@
 """The encoder's blocks: the causal frequency filter (BSARec made causal), its mixing with attention,
-and model folders saved before the encoder knob existed."""
+relative positions (a learned attention bias by distance), and model folders saved before these knobs existed."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from causality import assert_causal_and_padding_blind
 from recloop_data import TINY_MODEL
 
 from components.config import ModelConfig
@@ -42,29 +42,7 @@ def test_low_pass_rows_are_each_prefix_filtered_at_its_end():
 
 def test_bsarec_encoder_shapes_and_causality(movielens, item_text):
     model, vocab = bsarec(movielens, item_text)
-    rows = training_rows(movielens, vocab, TINY_MODEL.max_len, "last")
-    batch, _ = rows.batch(torch.arange(8))
-    with torch.no_grad():
-        table = model.catalog()
-        hidden = model.encode(batch, model._input_vectors(batch, table))
-        assert hidden.shape == (8, batch.items.shape[1], TINY_MODEL.dim)
-        changed = batch.items.clone()
-        changed[:, 10:] = torch.where(changed[:, 10:] > 0, 1, 0)  # different later items
-        batch.items = changed
-        altered = model.encode(batch, model._input_vectors(batch, table))
-    assert torch.allclose(hidden[:, :10], altered[:, :10], atol=1e-6)
-    assert not torch.allclose(hidden[:, 10:], altered[:, 10:])
-
-    # Padding after a row's end changes nothing, and neither does a shorter padded width.
-    histories = history_sequences(movielens, vocab, "valid", model.config.max_len)
-    short = torch.nonzero(histories.lengths < 15).flatten()[:8]
-    batch = histories.batch(short)
-    states = model.last_states(batch, table)
-    extra = model.config.max_len - batch.items.shape[1]
-    padded = type(batch)(**{k: (F.pad(v, (0, extra)) if k not in ("profile", "lengths") else v)
-                            for k, v in vars(batch).items()})
-    assert len(short) == 8 and extra > 0
-    assert torch.allclose(states, model.last_states(padded, table), atol=1e-6)
+    assert_causal_and_padding_blind(model, movielens, vocab)
 
 
 def test_bsarec_filter_learns_its_beta(movielens, item_text):
@@ -104,3 +82,74 @@ def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match="encoder"):
         ModelConfig(encoder="mamba")
     assert np.isclose(ModelConfig().filter_alpha, 0.7) and ModelConfig().encoder == "attention"
+
+
+def positioned(movielens, item_text, positions):
+    torch.manual_seed(0)
+    vocab = fit_vocab(movielens, 8, 2)
+    knobs = TINY_MODEL.model_copy(update={"positions": positions})
+    return build_model(knobs, movielens, item_text, vocab).eval(), vocab
+
+
+def with_distance_bias(model):
+    """The model with a non-zero bias per head and distance (it starts at zero, which hides a leak)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.distance_bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize("positions", ["relative", "both"])
+def test_relative_positions_are_causal_and_ignore_padding(movielens, item_text, positions):
+    model, vocab = positioned(movielens, item_text, positions)
+    model = with_distance_bias(model)
+    assert (model.position is None) == (positions == "relative")
+    assert_causal_and_padding_blind(model, movielens, vocab)
+
+
+def test_relative_bias_learns(movielens, item_text):
+    model, vocab = positioned(movielens, item_text, "relative")
+    model.train()
+    rows = training_rows(movielens, vocab, TINY_MODEL.max_len, "last")
+    batch, targets = rows.batch(torch.arange(16))
+    _, losses = model(batch, targets)
+    losses["retrieval"].backward()
+    for block in model.blocks:
+        assert block.attn.distance_bias.grad is not None and block.attn.distance_bias.grad.abs().sum() > 0
+    assert not any(name.startswith("position.") for name in model.state_dict())
+
+
+def test_zero_distance_bias_is_plain_causal_attention(movielens, item_text):
+    """`both` with its bias at zero (as initialised) is the absolute model: same weights, same states."""
+    absolute, vocab = positioned(movielens, item_text, "absolute")
+    both, _ = positioned(movielens, item_text, "both")
+    both.load_state_dict(absolute.state_dict(), strict=False)
+    histories = history_sequences(movielens, vocab, "test", absolute.config.max_len)
+    batch = histories.batch(torch.arange(0, 16))
+    with torch.no_grad():
+        assert torch.allclose(absolute.last_states(batch), both.last_states(batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("positions", ["absolute", "relative"])
+def test_saved_models_keep_their_positions(movielens, item_text, tmp_path, positions):
+    model, vocab = positioned(movielens, item_text, positions)
+    if positions == "relative":
+        model = with_distance_bias(model)
+    save_trained(TrainedModel(model, vocab, movielens.items["item_id"].tolist()), tmp_path / "m", {})
+    if positions == "absolute":
+        # A folder saved before the positions knob existed.
+        config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
+        del config["positions"]
+        (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = load_trained(tmp_path / "m").model
+    assert loaded.config.positions == positions
+    batch = history_sequences(movielens, vocab, "test", model.config.max_len).batch(torch.arange(0, 32))
+    with torch.no_grad():
+        assert torch.equal(model.last_states(batch), loaded.last_states(batch))
+
+
+def test_unknown_positions_are_refused():
+    with pytest.raises(ValueError, match="positions"):
+        ModelConfig(positions="rotary")
+    assert ModelConfig().positions == "absolute"
