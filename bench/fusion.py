@@ -31,6 +31,7 @@ a run stays within a few minutes on two cores.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -177,7 +178,9 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
 
     work = WORKS[split]
     embed = load_params(REPO / "params.yaml", []).kg_embed
-    transe = work / f"kg_{embed.model.lower()}-d{embed.dim}-e{embed.epochs}-seed{seed}.parquet"
+    # Cached per seed and every kg_embed setting: a changed lr or batch size must not reuse an old table.
+    settings = hashlib.sha256(json.dumps(embed.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
+    transe = work / f"kg_{embed.model.lower()}-{settings}-seed{seed}.parquet"
     files = {"KG_SVD": str(work / "kg_svd.npz"), "KG_TRANSE": str(transe)}
     uses_transe = "KG_TRANSE" in json.dumps(VARIANTS[variant])
     changes = [f"{k}={_filled(json.dumps(v), files)}" for k, v in VARIANTS[variant].items()]
