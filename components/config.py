@@ -63,7 +63,7 @@ class GenericSource(Section):
 
 
 class IngestConfig(Section):
-    source: Literal["movielens", "amazon", "recbole", "unisrec", "s3rec", "generic"] = "movielens"
+    source: Literal["movielens", "amazon", "recbole", "unisrec", "s3rec", "lastfm", "generic"] = "movielens"
     path: Path = Path("data/raw/ml-latest-small")
     # Name of a dataset inside `path` where a folder holds several (s3rec `Beauty`, unisrec `Scientific`).
     dataset: str | None = None
@@ -76,6 +76,8 @@ class IngestConfig(Section):
     # file, Amazon metadata when only_interacted is false): quarantine ("unknown item") or keep it as an
     # item without text (for catalogs that are known to be partial).
     unknown_items: Literal["quarantine", "keep"] = "quarantine"
+    # Sources without time (lastfm): seed of each user's random order, the synthetic time the split holds out by.
+    order_seed: int = 0
     generic: GenericSource = GenericSource()
 
 
@@ -330,6 +332,7 @@ class LMTuningConfig(Section):
     lr: float = Field(1e-4, gt=0)  # the recommendation model's own weights learn at this rate too
     refresh_every: int = Field(100, ge=1)  # steps between re-encoding the whole catalog with the tuned encoder
     max_length: int = Field(64, ge=8, le=512)
+    max_minutes: float | None = Field(None, gt=0)  # time budget: no step starts after it (a CPU's measured runs)
 
 
 class TransferConfig(Section):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from components.config import IngestConfig
-from components.data.sources import amazon, generic, movielens, recbole, s3rec, unisrec
+from components.data.sources import amazon, generic, lastfm, movielens, recbole, s3rec, unisrec
 from components.data.sources.sink import SourceInfo, TableSink
 
 Adapter = Callable[[IngestConfig, TableSink], SourceInfo]
@@ -20,5 +20,6 @@ ADAPTERS: dict[str, Adapter] = {
     "recbole": recbole.read_atomic,
     "unisrec": unisrec.read,
     "s3rec": s3rec.read,
+    "lastfm": lastfm.read,
     "generic": generic.read,
 }
