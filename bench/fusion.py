@@ -12,9 +12,15 @@ with at least one named fact (a knowledge-graph relation or an attribute value s
 history, `components/serving/facts.py`), and a few explanations as text. One JSON per run goes to
 bench/results/fusion/; `--table` prints the Markdown table of every result there.
 
+`--dataset lastfm` runs the same on HetRec Last.fm 2K (`ingest.source=lastfm`) with the MKR/Satori music
+graph. HetRec has no timestamps: the adapter orders each user's artists at random, seeded by
+`ingest.order_seed` (params.yaml's 0 whatever the run's seed, so every seed sees the same split), and
+leave-one-out on that order is a random hold-out per user, the protocol of the KG papers on this data.
+
     .venv/bin/python bench/fusion.py --variant base --seed 42
     .venv/bin/python bench/fusion.py --variant kg --seed 42 --split cold
-    .venv/bin/python bench/fusion.py --table
+    .venv/bin/python bench/fusion.py --dataset lastfm --variant kg --seed 42
+    .venv/bin/python bench/fusion.py --table                      # --dataset lastfm: the Last.fm rows
 
 Variants (model params on top of params.yaml): base = ID + text + attributes (the default tower);
 kg = base + the graph's neighbourhoods; kg-gates = kg with a learned gate per source; attention and
@@ -68,9 +74,16 @@ VARIANTS: dict[str, dict] = {
 }
 KG_SVD_DIM = 32
 # Relative to the repository (the working directory of a run), so that results name no machine path.
-WORKS = {"default": Path("bench") / "work" / "fusion-ml-latest-small",
-         "cold": Path("bench") / "work" / "fusion-ml-latest-small-cold2"}
+WORKS = {"movielens": {"default": Path("bench") / "work" / "fusion-ml-latest-small",
+                       "cold": Path("bench") / "work" / "fusion-ml-latest-small-cold2"},
+         "lastfm": {"default": Path("bench") / "work" / "fusion-lastfm",
+                    "cold": Path("bench") / "work" / "fusion-lastfm-cold2"}}
 SPLITS = {"default": [], "cold": ["split.cold_item_fraction=0.02"]}
+# Each dataset's folder under --root (None: params.yaml's embedded data) and its graph under kg-mkr-satori/.
+DATA = {"movielens": (None, "movie"), "lastfm": ("hetrec2011-lastfm-2k", "music")}
+# Last.fm's time is a synthetic order from 1970 (no live windows) and its value a listen count (1 and up).
+LASTFM = ["ingest.source=lastfm", "ingest.domain=music", "validate.min_timestamp=0", "validate.min_value=1",
+          "validate.max_value=null", "split.time.cutoff=null"]
 RESULTS = REPO / "bench" / "results" / "fusion"
 EXPLAIN_USERS = 300
 SAMPLE_ITEMS = 6
@@ -168,7 +181,7 @@ def _shown(facts: list) -> list:
     return top if not kg or any(f.kind == "kg" for f in top) else [*top, kg[0]]
 
 
-def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path:
+def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset: str = "movielens") -> Path:
     from components.data.dataset import SplitData
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
@@ -176,7 +189,9 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     from components.training.variants import RecloopVariant
     from components.validation.kg import kg_stage
 
-    work = WORKS[split]
+    work = WORKS[dataset][split]
+    folder, graph = DATA[dataset]
+    source = [] if folder is None else [*LASTFM, f"ingest.path={root / folder}"]
     embed = load_params(REPO / "params.yaml", []).kg_embed
     # Cached per seed and every kg_embed setting: a changed lr or batch size must not reuse an old table.
     settings = hashlib.sha256(json.dumps(embed.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
@@ -184,14 +199,14 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     files = {"KG_SVD": str(work / "kg_svd.npz"), "KG_TRANSE": str(transe)}
     uses_transe = "KG_TRANSE" in json.dumps(VARIANTS[variant])
     changes = [f"{k}={_filled(json.dumps(v), files)}" for k, v in VARIANTS[variant].items()]
-    overrides = [*SPLITS[split], "tracking.uri=null", f"seed={seed}", f"pretrain.max_minutes={minutes}",
+    overrides = [*source, *SPLITS[split], "tracking.uri=null", f"seed={seed}", f"pretrain.max_minutes={minutes}",
                  f"finetune.max_minutes={minutes / 2}", f"model.sources.kg={work / 'kg'}", *changes]
     params = load_params(REPO / "params.yaml", overrides)
     prep = {}
     if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
         prep = prepare(params, work, need_text=True)
     if not (work / "kg" / "links.parquet").exists():
-        print(kg_stage(KGConfig(path=root / "kg-mkr-satori" / "movie"), work / "validated" / "items.parquet",
+        print(kg_stage(KGConfig(path=root / "kg-mkr-satori" / graph), work / "validated" / "items.parquet",
                        work / "kg").describe(), file=sys.stderr)
     data = SplitData.load(work / "split")
     text = load_item_text(work / "features", data.n_items)
@@ -217,7 +232,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
     slices["kg_linked_items"] = {"size": len(on_kg), "hr@10": round(float(on_kg["hr@10"].mean()), 5),
                                  "ndcg@10": round(float(on_kg["ndcg@10"].mean()), 5)}
     row = {
-        "variant": variant, "split": split, "seed": seed, "changes": VARIANTS[variant],
+        "dataset": dataset, "variant": variant, "split": split, "seed": seed, "changes": VARIANTS[variant],
         "users": data.n_users, "items": data.n_items,
         "cold_items": int(data.items["cold"].sum()), "kg_linked_items": int(kg_items.sum()),
         "model_linked_items": None if linked is None else int(linked.sum()),
@@ -241,7 +256,8 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path) -> Path
         "params": {"model": params.model.model_dump(mode="json"), "finetune": params.finetune.model_dump(mode="json")},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{split}-{variant}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
+    prefix = "" if dataset == "movielens" else f"{dataset}-"  # MovieLens results keep their names
+    out = RESULTS / f"{prefix}{split}-{variant}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
     out.write_text(json.dumps(row, indent=1) + "\n")
     return out
 
@@ -283,8 +299,9 @@ def _kg_items(work: Path, data):
     return data.items["item_id"].astype(str).isin(links["item_id"]).to_numpy()
 
 
-def table() -> None:
+def table(dataset: str = "movielens") -> None:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    rows = [r for r in rows if r.get("dataset", "movielens") == dataset]  # rows before Last.fm name none
     print("| split | variant | seed | N@10 | R@10 | tail N@10 | cold R@10 (n) | cold among cold R@10 | KG-linked N@10 "
           "| facts | KG facts | epochs | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -307,6 +324,8 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=list(DATA), default="movielens",
+                        help="movielens: params.yaml's embedded data; lastfm: HetRec Last.fm 2K under --root")
     parser.add_argument("--variant", choices=list(VARIANTS), default="base")
     parser.add_argument("--split", choices=list(SPLITS), default="default")
     parser.add_argument("--seed", type=int, default=42)
@@ -317,9 +336,9 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(REPO)
     if args.table:
-        table()
+        table(args.dataset)
         return
-    print(f"wrote {run(args.variant, args.split, args.seed, args.minutes, args.root)}", file=sys.stderr)
+    print(f"wrote {run(args.variant, args.split, args.seed, args.minutes, args.root, args.dataset)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class Fact:
 
     def text(self, title: str) -> str:
         if self.kind == "kg":
-            return f"shares a {self.relation} with {title}"
+            article = "an" if self.relation[:1].lower() in "aeiou" else "a"
+            return f"shares {article} {self.relation} with {title}"
         return f"shares the {self.relation} {_value(self.value)} with {title}"
 
 
