@@ -27,6 +27,13 @@ mixes it with the content prior at the weight
 with the best validation NDCG@10 on the --blend-on catalogs (default: the foundation's sources,
 under an unseen domain token), never on the target.
 
+`--content-norm whiten` makes the content prior (content row, blends) read the catalog's text vectors
+whitened (components/features/text_norm.py; the measured zero-shot recipe, docs/transfer.md),
+`--text-norm` the model's inputs (every catalog's, the foundation's sources included). `--lm-tuning`
+tunes the text encoder (LoRA) after an adapter/full row and records the frozen model's metrics beside
+the tuned one's; `--blend-content` blends an adapter/full/scratch row with the content prior at the
+weight its trained users' validation prefers.
+
 A fraction keeps a seeded share of the target's users for training and validation (their train and
 valid interactions); the test always scores every user from their full history, so rows at every
 fraction are measured on the same targets.
@@ -130,11 +137,63 @@ def few_users(data, fraction: float, seed: int):
     return SplitData.from_frames(data.items, data.users[users.isin(keep)], *parts)
 
 
-def foundation_dir(sources: list[str], params: Params) -> Path:
-    key = json.dumps({"sources": sources, "model": params.model.model_dump(mode="json"),
-                      "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra", "threads"}),
-                      "seed": params.seed}, sort_keys=True)
+def foundation_dir(sources: list[str], params: Params, text_norm: str = "none") -> Path:
+    key = {"sources": sources, "model": params.model.model_dump(mode="json"),
+           "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra", "threads"}), "seed": params.seed}
+    if text_norm != "none":  # keeps the keys of the foundations pretrained before the option
+        key["text_norm"] = text_norm
+    key = json.dumps(key, sort_keys=True)
     return REPO / "bench" / "work" / "transfer-foundation" / hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def ranking(scorer, data, stage: str) -> dict[str, float]:
+    from components.evaluation.evaluator import evaluate_ranking
+
+    result = evaluate_ranking(scorer.fit(data), data, stage, ks=(10, 20), progress=False)
+    return {k: round(v, 5) for k, v in result.metrics.items() if k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20")}
+
+
+def lm_tuned(trained, train_data, data, params: Params, cfg, row_name: str) -> dict:
+    """Tune the text encoder of a transferred model in place (as `transfer.transfer` does with lm_tuning on);
+    the frozen model's valid and test metrics, the cost, and the tuned model's valid metrics."""
+    from components.models.scoring import RecloopScorer
+    from components.training.lm_tuning import tune_text_encoder
+    from components.training.transfer import set_trainable
+
+    frozen = {stage: ranking(RecloopScorer(trained, row_name), data, stage) for stage in ("valid", "test")}
+    set_trainable(trained.model, cfg.mode, cfg.adapter_trains)  # adapter mode keeps its frozen part frozen
+    began = time.perf_counter()
+    try:
+        tuned = tune_text_encoder(trained, train_data, params.lm_tuning, params.seed, threads=params.finetune.threads)
+    finally:
+        for p in trained.model.parameters():
+            p.requires_grad_(True)
+    total = time.perf_counter() - began
+    encode = total - tuned.seconds  # the first encode of the catalog, before the steps; the last costs the same
+    return {"frozen_metrics": frozen["test"], "frozen_valid": frozen["valid"],
+            "lm_valid": ranking(RecloopScorer(trained, row_name), data, "valid"),
+            "lm_tuning": {"steps": tuned.steps, "seconds": round(total, 1), "encode_seconds": round(encode, 1),
+                          "seconds_per_step": round((tuned.seconds - encode) / max(tuned.steps, 1), 2),
+                          "lora_parameters": tuned.encoder_trainable, "encoder_parameters": tuned.encoder_parameters,
+                          "lora_share_of_encoder": round(tuned.encoder_trainable / tuned.encoder_parameters, 5),
+                          "losses": [round(x, 4) for x in tuned.losses],
+                          "config": params.lm_tuning.model_dump(mode="json")}}
+
+
+def blended(scorer, train_data, content_text: np.ndarray, history_items: int, name: str):
+    """`scorer` blended with the content prior at the weight with the best validation NDCG@10 of the users trained
+    on (the target's own interactions: allowed once it has some); (the blend, what the JSON records)."""
+    from components.evaluation.baselines import ContentKNN
+    from components.evaluation.evaluator import evaluate_ranking
+    from components.training.zero_shot import WEIGHTS, BlendScorer
+
+    content = ContentKNN(content_text, history_items)
+    table = {w: evaluate_ranking(BlendScorer(scorer, content, w).fit(train_data), train_data, "valid", ks=(10,),
+                                 progress=False).metrics["ndcg@10"] for w in WEIGHTS}
+    best = max(WEIGHTS, key=lambda w: (round(table[w], 6), -w))
+    return BlendScorer(scorer, content, best, name), {
+        "blend_weight": best, "blend_chosen_on": "the target's trained users' validation",
+        "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in table.items()}}
 
 
 def main() -> None:
@@ -151,6 +210,17 @@ def main() -> None:
     parser.add_argument("--blend-on", default=None,
                         help="zero-shot blend rows: the prepared source catalogs the content prior's weight is chosen "
                              "on (default: --sources); never the target")
+    parser.add_argument("--text-norm", default="none", choices=("none", "standardize", "whiten"),
+                        help="per-catalog normalisation of every catalog's text vectors as the model reads them "
+                             "(features/text_norm.py): the foundation's sources and the target alike")
+    parser.add_argument("--content-norm", default="none", choices=("none", "standardize", "whiten"),
+                        help="the same for the vectors the content prior reads (content row, zero-shot blends)")
+    parser.add_argument("--lm-tuning", action="store_true",
+                        help="adapter/full rows: then tune the text encoder (LoRA, lm_tuning.*) as `recloop transfer` "
+                             "does with lm_tuning.enabled; the JSON holds the metrics before (frozen) and after")
+    parser.add_argument("--blend-content", action="store_true",
+                        help="adapter/full/scratch rows: blend the trained model with the content prior "
+                             "(--content-norm vectors), the weight chosen on the trained users' validation")
     parser.add_argument("--tag", default="")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "transfer")
     for action in parser._actions:
@@ -162,6 +232,7 @@ def main() -> None:
     from components.evaluation.baselines import ContentKNN, MostPopular
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
+    from components.features.text_norm import normalise_text
     from components.models.foundation import load_foundation, save_foundation
     from components.models.scoring import RecloopScorer
     from components.training.foundation import describe_sources, pretrain_foundation, tag_domain
@@ -183,9 +254,11 @@ def main() -> None:
     params = load_params(args.params, [*base, "tracking.uri=null", *args.overrides])
     prep = prepared(params, target_work)
     data = SplitData.load(target_work / "split")
-    text = load_item_text(target_work / "features", data.n_items)
+    raw_text = load_item_text(target_work / "features", data.n_items)
+    text = normalise_text(raw_text, args.text_norm)  # what the model reads
+    content_text = normalise_text(raw_text, args.content_norm)  # what the content prior reads
     train_data = few_users(data, args.fraction, params.seed)
-    found_dir = args.foundation or foundation_dir(sources, params)
+    found_dir = args.foundation or foundation_dir(sources, params, args.text_norm)
     args.results.mkdir(parents=True, exist_ok=True)
 
     for row_name in [r for r in args.row.split(",") if r]:
@@ -200,7 +273,7 @@ def main() -> None:
                          prepared(load_params(args.params, [*source_overrides(source, args.root),
                                                             *args.overrides]), work).items()}
                 src, src_text = load_inputs(work / "split", work / "features")
-                datasets.append((tag_domain(src, source), src_text))
+                datasets.append((tag_domain(src, source), normalise_text(src_text, args.text_norm)))
             began = time.perf_counter()
             found, result = pretrain_foundation(datasets, params.model, params.pretrain, params.seed)
             save_foundation(found, found_dir, {"valid_ndcg@10": result.best_score, "epochs": result.epochs})
@@ -215,13 +288,17 @@ def main() -> None:
                     "foundation_sources": found.sources, "foundation_dir": str(found_dir.resolve().relative_to(REPO))}
             if row_name.endswith("-blend"):
                 names = [s for s in (args.blend_on or args.sources).split(",") if s]
-                catalogs = [load_inputs(source_work(n) / "split", source_work(n) / "features") for n in names]
-                choice = choose_blend_weight(found, catalogs, history_items=params.evaluate.content.history_items,
-                                             cosine=cosine)
-                scorer = BlendScorer(scorer, ContentKNN(text, params.evaluate.content.history_items), choice.weight,
-                                     row_name).fit(data)
+                raw = [load_inputs(source_work(n) / "split", source_work(n) / "features") for n in names]
+                catalogs = [(d, normalise_text(t, args.text_norm)) for d, t in raw]
+                choice = choose_blend_weight(
+                    found, catalogs, history_items=params.evaluate.content.history_items, cosine=cosine,
+                    content_texts=[normalise_text(t, args.content_norm) for _, t in raw])
+                scorer = BlendScorer(scorer, ContentKNN(content_text, params.evaluate.content.history_items),
+                                     choice.weight, row_name).fit(data)
                 info |= {"blend_weight": choice.weight, "blend_chosen_on": names,
-                         "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in choice.valid_ndcg.items()}}
+                         "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in choice.valid_ndcg.items()},
+                         "blend_valid_ndcg@10_per_catalog": {
+                             n: {str(w): round(v, 5) for w, v in c.items()} for n, c in zip(names, choice.per_catalog)}}
         elif row_name in ("zero-shot", "adapter", "full"):
             found = load_foundation(found_dir)
             cfg = params.transfer.model_copy(update={"mode": row_name})
@@ -234,6 +311,8 @@ def main() -> None:
             info["foundation_sources"] = found.sources
             info["foundation_dir"] = str(found_dir.resolve().relative_to(REPO))
             scorer = RecloopScorer(trained, row_name)
+            if args.lm_tuning and result is not None:
+                info |= lm_tuned(trained, train_data, data, params, cfg, row_name)
         elif row_name == "scratch":
             model = variant("recloop", params.model, params.pretrain, params.finetune, params.labels, text,
                             params.seed)
@@ -243,15 +322,19 @@ def main() -> None:
                     "trainable_parameters": sum(p.numel() for p in model.trained_.model.parameters())}
             info["parameters"] = info["trainable_parameters"]
         elif row_name == "content":  # no training: the user's own history and the items' text
-            scorer = ContentKNN(text, params.evaluate.content.history_items).fit(data)
+            scorer = ContentKNN(content_text, params.evaluate.content.history_items).fit(data)
         elif row_name == "popular":  # popularity over every user's training interactions
             scorer = MostPopular().fit(data)
         else:
             raise SystemExit(f"unknown row {row_name!r}: {', '.join(ROWS)}")
         train_seconds = time.perf_counter() - began
+        if args.blend_content and row_name in ("adapter", "full", "scratch"):
+            scorer, blend_info = blended(scorer, train_data, content_text, params.evaluate.content.history_items,
+                                         f"{row_name}-blend")
+            info |= blend_info | {"blend_seconds": round(time.perf_counter() - began - train_seconds, 1)}
         metrics = {}
         if scorer is not None:
-            if isinstance(scorer, RecloopScorer):
+            if isinstance(scorer, (RecloopScorer, BlendScorer)):
                 scorer.fit(data)  # histories of every user; the model saw only train_data's
             result = evaluate_ranking(scorer, data, "test", ks=(10, 20), progress=False)
             metrics = {k: round(v, 5) for k, v in result.metrics.items()
@@ -262,6 +345,7 @@ def main() -> None:
                "train_users": train_data.n_users if fraction is not None and fraction < 1 else data.n_users,
                "users": data.n_users, "items": data.n_items,
                "sources": sources, "tag": args.tag, "overrides": args.overrides, "metrics": metrics,
+               "text_norm": args.text_norm, "content_norm": args.content_norm,
                "train_seconds": round(train_seconds, 1), **info,
                "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
                "peak_rss_mb": round(peak_rss_mb(), 1), **provenance(),

@@ -27,7 +27,7 @@ from components.training.loop import configure_torch
 
 @dataclass
 class LMTuningResult:
-    steps: int
+    steps: int  # taken: fewer than `cfg.steps` when `cfg.max_minutes` ran out
     losses: list[float]
     seconds: float
     encoder_trainable: int  # LoRA parameters
@@ -62,6 +62,8 @@ def tune_text_encoder(trained: TrainedModel, data: SplitData, cfg: LMTuningConfi
     model.train()
     encoder.train()
     for step in range(cfg.steps):
+        if cfg.max_minutes is not None and time.perf_counter() - began > cfg.max_minutes * 60:
+            break
         index = torch.randperm(len(rows), generator=generator)[:cfg.batch_size]
         batch, targets = rows.batch(index)
         seen = torch.cat([batch.items.flatten(), targets.items.flatten()])
@@ -81,6 +83,6 @@ def tune_text_encoder(trained: TrainedModel, data: SplitData, cfg: LMTuningConfi
             tower.text = _centred(encoder.encode(texts), has_text, mean)
     tower.text = _centred(encoder.encode(texts), has_text, mean)
     model.eval()
-    return LMTuningResult(cfg.steps, losses, time.perf_counter() - began,
+    return LMTuningResult(len(losses), losses, time.perf_counter() - began,
                           sum(p.numel() for p in encoder.trainable_parameters()),
                           sum(p.numel() for p in encoder.model.parameters()))

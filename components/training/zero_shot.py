@@ -60,6 +60,7 @@ class BlendChoice:
     weight: float
     valid_ndcg: dict[float, float]  # weight -> mean validation NDCG@10 over the catalogs it was chosen on
     catalogs: int
+    per_catalog: list[dict[float, float]]  # the same, catalog by catalog
 
 
 def zero_shot_scorer(foundation: Foundation, data: SplitData, text: np.ndarray, *, cosine: bool = False,
@@ -70,23 +71,23 @@ def zero_shot_scorer(foundation: Foundation, data: SplitData, text: np.ndarray, 
 
 
 def choose_blend_weight(foundation: Foundation, catalogs: Sequence[tuple[SplitData, np.ndarray]], *,
-                        history_items: int = 10, cosine: bool = False,
-                        weights: Sequence[float] = WEIGHTS) -> BlendChoice:
+                        history_items: int = 10, cosine: bool = False, weights: Sequence[float] = WEIGHTS,
+                        content_texts: Sequence[np.ndarray] | None = None) -> BlendChoice:
     """The content prior's weight with the best mean validation NDCG@10 over `catalogs` scored zero-shot.
 
     Each catalog is retagged with a domain token the foundation never saw, as a new catalog is.
-    Ties go to the smaller weight (the model's own score).
+    `content_texts` (one per catalog) are the vectors the content prior reads when they differ from
+    the model's (default: the same). Ties go to the smaller weight (the model's own score).
     """
     if not catalogs:
         raise RecloopError("choosing the zero-shot blend weight needs at least one catalog other than the target")
-    table = {w: 0.0 for w in weights}
-    for data, text in catalogs:
+    per_catalog = []
+    for i, (data, text) in enumerate(catalogs):
         data = tag_domain(data, HELD_OUT_DOMAIN)
         model = zero_shot_scorer(foundation, data, text, cosine=cosine)
-        content = ContentKNN(text, history_items)
-        for w in weights:
-            scorer = BlendScorer(model, content, w).fit(data)
-            table[w] += evaluate_ranking(scorer, data, "valid", ks=(10,), progress=False).metrics["ndcg@10"]
-    table = {w: v / len(catalogs) for w, v in table.items()}
+        content = ContentKNN(text if content_texts is None else content_texts[i], history_items)
+        per_catalog.append({w: evaluate_ranking(BlendScorer(model, content, w).fit(data), data, "valid", ks=(10,),
+                                                progress=False).metrics["ndcg@10"] for w in weights})
+    table = {w: sum(c[w] for c in per_catalog) / len(per_catalog) for w in weights}
     best = max(weights, key=lambda w: (round(table[w], 6), -w))
-    return BlendChoice(best, table, len(catalogs))
+    return BlendChoice(best, table, len(catalogs), per_catalog)

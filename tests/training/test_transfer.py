@@ -276,6 +276,8 @@ def test_zero_shot_cosine_and_the_content_blend_with_a_weight_chosen_on_other_ca
     choice = choose_blend_weight(pretrained[0], sources)  # the foundation's sources, never the target
     assert choice.weight in WEIGHTS and set(choice.valid_ndcg) == set(WEIGHTS) and choice.catalogs == 2
     assert choice.valid_ndcg[choice.weight] == max(choice.valid_ndcg.values())
+    assert len(choice.per_catalog) == 2 and all(  # the mean of each catalog's own table
+        choice.valid_ndcg[w] == pytest.approx(np.mean([c[w] for c in choice.per_catalog])) for w in WEIGHTS)
     hr = evaluate_ranking(BlendScorer(model, content, choice.weight).fit(target), target, "test", (10,),
                           progress=False).metrics["hr@10"]
     assert hr > 0
