@@ -16,7 +16,8 @@
    recommend finds a new acknowledged event and recomputes the user's state (the run's requests/s
    count both kinds). With --adaptive-seconds, also the ad-hoc histories through BentoML's own
    adaptive batching (bench/serve_load_adaptive.py: the same recommend path behind a batchable
-   endpoint) instead of the service's event-loop batching.
+   endpoint) instead of the service's event-loop batching. Each run starts from an empty feedback log
+   in --work (--keep-log keeps the earlier runs' log; the results state its size at the start).
 3. Prints a Markdown table and writes --results/serve_load-<UTC time>.json (one file per run):
    requests/s, latency percentiles (the worst run's), errors (non-2xx, socket errors, timeouts),
    the server's CPU time per request (steadier than requests/s when other work shares the
@@ -114,6 +115,21 @@ def prepare(params: Params, epochs: int) -> None:
     print(package(params.registry, p).describe(), flush=True)
     print(promote(params.registry).describe(), flush=True)
     print(import_champion(params.registry).describe(), flush=True)
+
+
+def reset_log(path: Path, keep: bool) -> dict:
+    """The feedback log's size before the run (its file and write-ahead log), after deleting them unless `keep`.
+
+    Every run appends its clicks and impressions, and the service reads every client event logged since
+    its bundle was built: kept across runs, the log grew to 3 GB and every user had hundreds of earlier
+    clicks, a state no deployment reaches between two retrainings. So a run starts from an empty log
+    unless --keep-log says otherwise.
+    """
+    files = [path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm")]
+    if not keep:
+        for file in files:
+            file.unlink(missing_ok=True)
+    return {"path": path.name, "kept": keep, "bytes": sum(f.stat().st_size for f in files[:2] if f.exists())}
 
 
 def machine() -> dict:
@@ -284,6 +300,8 @@ def main() -> None:
                         help="also measure ad-hoc histories through BentoML's adaptive batching; 0: skip")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="serve.workers for both servers (default: params)")
+    parser.add_argument("--keep-log", action="store_true",
+                        help="keep --work's feedback log from earlier runs (default: start from an empty one)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "serving")
     args = parser.parse_args()
@@ -294,6 +312,9 @@ def main() -> None:
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
     params, params_path = bench_params(work, args.workers)
     prepare(params, args.epochs)
+    log_at_start = reset_log(Path(params.serve.feedback_log), args.keep_log)
+    print(f"feedback log at start: {log_at_start['bytes'] / 2**20:.1f} MiB"
+          + (" (kept from earlier runs)" if args.keep_log else " (emptied)"), flush=True)
 
     env = {**os.environ, "RECLOOP_PARAMS": str(params_path), "BENTOML_DO_NOT_TRACK": "true",
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -346,6 +367,7 @@ def main() -> None:
     summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", started), "command": " ".join(sys.argv), **provenance(),
                "machine": machine(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
                "seconds": args.seconds, "connections": args.connections, "warmup": args.warmup,
+               "feedback_log_at_start": log_at_start,
                "ratio_recommend_to_trivial": ratio,
                "ratios_to_trivial": {r["name"]: r["rps"] / results[0]["rps"] for r in results[1:]},
                "serve": {k: getattr(params.serve, k) for k in ("workers", "watch_seconds", "candidates")},

@@ -200,6 +200,7 @@ class FeedbackLog:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.commits = 0  # successful commits so far (lets this process's fresh-event readers skip a look)
 
     def open(self) -> FeedbackLog:
         try:
@@ -285,6 +286,7 @@ class FeedbackLog:
             for _, _, done in batch:
                 done.set_exception(e)
             return conn
+        self.commits += 1
         for _, _, done in batch:
             done.set_result(None)
         return conn

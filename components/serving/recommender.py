@@ -46,6 +46,7 @@ from components.serving.bundle import Bundle
 from components.serving.facts import FactFinder
 from components.serving.fresh import AcknowledgedEvents, FreshEvent
 from components.serving.histories import Interactions, VocabCodes, empty_interactions, encode, padded_table
+from components.serving.likes import LikeScorer
 from components.serving.schemas import (
     Because,
     Explanation,
@@ -137,6 +138,7 @@ class BundleRecommender:
         with torch.inference_mode():
             self.table = model.catalog()  # (N, D)
             self.padded = padded_table(self.table)
+        self.like = LikeScorer(model.task_heads["like"], self.table)
         self.fact_finder = FactFinder(model, bundle.trained.vocab, self.table)
         self.vectors = self.table.numpy()
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
@@ -213,14 +215,13 @@ class BundleRecommender:
     def _best(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B, c) best candidate rows, their scores and like probabilities for (B, D) states."""
         n = min(self.candidates, self.n_items)
-        like = self.bundle.trained.model.task_heads["like"]
         items, scores, likes = [], [], []
         with torch.inference_mode():
             for chunk in torch.from_numpy(states).split(STATE_BATCH):
                 best = (torch.topk(chunk @ self.table.T, n, dim=1) if self.ann is None
                         else self.ann.topk(chunk, n))  # (B, n), best first
-                hidden = chunk.unsqueeze(1).expand(-1, n, -1)  # (B, n, D)
-                likes.append(like.predict(hidden, self.table[best.indices]))
+                owner = torch.arange(len(chunk)).repeat_interleave(n)
+                likes.append(self.like(chunk, owner, best.indices.reshape(-1)).reshape(len(chunk), n))
                 items.append(best.indices)
                 scores.append(best.values)
         empty = torch.zeros((0, n))
@@ -576,10 +577,8 @@ class BundleRecommender:
     def _likes(self, states: list[np.ndarray], tops: list[np.ndarray]) -> list[np.ndarray]:
         """The like head's probability for each picked item after each history, in one call for all."""
         sizes = [len(top) for top in tops]
-        with torch.inference_mode():
-            hidden = torch.from_numpy(np.repeat(np.stack(states), sizes, axis=0))  # (sum k, D)
-            like = self.bundle.trained.model.task_heads["like"]
-            probs = like.predict(hidden, self.table[torch.from_numpy(np.concatenate(tops))]).numpy()
+        owner = torch.from_numpy(np.repeat(np.arange(len(states)), sizes))
+        probs = self.like(torch.from_numpy(np.stack(states)), owner, torch.from_numpy(np.concatenate(tops))).numpy()
         return np.split(probs, np.cumsum(sizes)[:-1])
 
     def _explain(self, strategy: str, item: int, history: np.ndarray, score: float) -> Explanation:

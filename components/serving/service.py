@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+from typing import get_args
 
 import bentoml
 import torch
@@ -49,6 +50,7 @@ from components.serving.bento import VERSION_LABEL, import_champion, stored_doma
 from components.serving.bundle import find_bundle, load_bundle
 from components.serving.feedback import FeedbackLog, FeedbackStoreUnavailable, store_location
 from components.serving.fresh import AcknowledgedEvents
+from components.serving.heap import keep_freed_memory
 from components.serving.limits import (
     PayloadLimit,
     check_feedback,
@@ -57,6 +59,7 @@ from components.serving.limits import (
 )
 from components.serving.recommender import BundleRecommender
 from components.serving.schemas import (
+    FEEDBACK_EVENTS as EVENT_NAMES,
     DomainInfo,
     FeedbackRequest,
     FeedbackResponse,
@@ -67,7 +70,9 @@ from components.serving.schemas import (
     RequestError,
     SimilarRequest,
     SimilarResponse,
+    Strategy,
 )
+from components.serving.tally import Tally
 
 PARAMS_ENV = "RECLOOP_PARAMS"
 # Read at import: the decorator, the model reference and the payload limit are fixed when the class is built.
@@ -133,9 +138,13 @@ def settle_heap() -> None:
     without this, 53 ms with it; docs/benchmarks.md). Frozen objects are still freed by reference
     counting, and a dropped BundleRecommender leaves no reference cycles (measured), so freezing again
     after a reload leaks nothing.
+
+    Also keeps the memory that malloc frees in the process (components/serving/heap.py): the encoder's
+    buffers are reused instead of trimmed and grown again at every batch.
     """
     gc.collect()
     gc.freeze()
+    keep_freed_memory()
 
 
 @bentoml.service(name="recloop", **SERVER_SETTINGS)
@@ -167,6 +176,11 @@ class RecloopService:
         # then whatever the registry promotes (reload, the champion watch).
         self.domains: dict[str, BundleRecommender] = self._stored_domains()
         self.batcher = EncoderBatcher(observe=ENCODER_BATCH.observe)
+        # Counters summed on the loop and flushed once a second (components/serving/tally.py); their series
+        # listed at 0 from the start.
+        self.tally = Tally()
+        Tally.declare(RECOMMENDATIONS, get_args(Strategy))
+        Tally.declare(FEEDBACK_EVENTS, EVENT_NAMES)
         self._switching = threading.Lock()
         self._warned: dict[str, float] = {}  # topic -> when it was last warned about
         self._stop = threading.Event()
@@ -207,9 +221,9 @@ class RecloopService:
             return refusal(e, "/recommend")
         body = answer.model_dump_json()  # once: the client's answer and the log's impressions
         self.log.submit_served(answer, int(time.time()), request.context.domain, body)
-        RECOMMENDATIONS.labels(strategy=answer.strategy).inc()
+        self.tally.add(RECOMMENDATIONS, answer.strategy)
         if answer.unknown_items:
-            UNKNOWN_ITEMS.inc(len(answer.unknown_items))
+            self.tally.add(UNKNOWN_ITEMS, None, len(answer.unknown_items))
         return Response(body, media_type="application/json")
 
     def _serving(self, domain: str | None) -> BundleRecommender:
@@ -220,7 +234,7 @@ class RecloopService:
         """Read the events any worker acknowledged, before this answer; an unreadable store leaves the
         answer on what was read so far (one warning a minute), rather than failing it."""
         try:
-            recommender.fresh.refresh()
+            recommender.fresh.refresh(self.log.commits)
         except FeedbackStoreUnavailable as e:
             self._warn("fresh", f"fresh state may be stale: {logs.one_line(e)}")
 
@@ -261,7 +275,7 @@ class RecloopService:
             return JSONResponse({"error": f"the feedback log could not be written ({e}); retry later"},
                                 status_code=503)
         for event in request.events:
-            FEEDBACK_EVENTS.labels(event=event.event).inc()
+            self.tally.add(FEEDBACK_EVENTS, event.event)
         known = self._known([e.item_id for e in request.events], recommender)
         unknown = list(dict.fromkeys(e.item_id for e, ok in zip(request.events, known) if not ok))
         return as_json(FeedbackResponse(accepted=len(rows), durable=True, unknown_items=unknown))
