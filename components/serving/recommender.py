@@ -46,7 +46,6 @@ from components.serving.bundle import Bundle
 from components.serving.facts import FactFinder
 from components.serving.fresh import AcknowledgedEvents, FreshEvent
 from components.serving.histories import Interactions, VocabCodes, empty_interactions, encode, padded_table
-from components.serving.likes import LikeScorer
 from components.serving.schemas import (
     Because,
     Explanation,
@@ -138,7 +137,7 @@ class BundleRecommender:
         with torch.inference_mode():
             self.table = model.catalog()  # (N, D)
             self.padded = padded_table(self.table)
-        self.like = LikeScorer(model.task_heads["like"], self.table)
+        self.like = model.task_heads["like"].predict_over_catalog(self.table)  # (state, row) pairs -> p(like)
         self.fact_finder = FactFinder(model, bundle.trained.vocab, self.table)
         self.vectors = self.table.numpy()
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)

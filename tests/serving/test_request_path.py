@@ -10,7 +10,6 @@ from prometheus_client import CollectorRegistry, Counter
 from components.serving.feedback import FeedbackLog
 from components.serving.fresh import AcknowledgedEvents
 from components.serving.heap import keep_freed_memory
-from components.serving.likes import LikeScorer
 from components.serving.tally import Tally
 
 
@@ -19,8 +18,7 @@ def test_the_split_like_head_gives_the_heads_probabilities(bundle):
     with torch.inference_mode():
         table = model.catalog()
     head = model.task_heads["like"]
-    scorer = LikeScorer(head, table)
-    assert scorer.split
+    scorer = head.predict_over_catalog(table)
     generator = torch.Generator().manual_seed(3)
     states = torch.randn(5, table.shape[1], generator=generator)
     owner = torch.randint(0, 5, (40,), generator=generator)

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from components.config import IngestConfig
 from components.data.sources.cleaning import clean_interactions
-from components.data.sources.readers import find_file, read_lines, split_fields
+from components.data.sources.readers import csv_header, find_file, read_lines, split_fields
 from components.data.sources.sink import SourceInfo, TableSink
 from components.errors import RecloopError
 
@@ -85,8 +85,8 @@ def synthetic_order(user: pd.Series, item: pd.Series, seed: int) -> np.ndarray:
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
-    with open(path, "rb") as f:
-        first = f.readline().decode("utf-8", errors="replace").strip().split("\t")
+    """The columns are read by position, so the header must be HetRec's, in its order."""
+    first = [name.strip() for name in csv_header(path, "\t")]
     if first != expected:
         raise RecloopError(f"{path} should start with the header {' '.join(expected)} (HetRec Last.fm), "
                            f"found {' '.join(first)!r}")
