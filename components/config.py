@@ -222,6 +222,10 @@ class ModelConfig(Section):
     # Items without a trained ID (cold; dropped IDs in training) get an ID mapped from their content sources
     # instead of none (DropoutNet / Heater); the `id_mapping` loss weight pulls the mapping to the trained rows.
     id_mapping: bool = False
+    # Items without a trained ID borrow, outside training, the similarity-weighted mean of the trained IDs of the
+    # k warm items most alike in text, attributes, graph facts and vector tables (KG cold start by neighbours).
+    # 0: off. Another stand-in than id_mapping: not both.
+    id_neighbours: int = Field(0, ge=0)
     sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
@@ -232,6 +236,8 @@ class ModelConfig(Section):
             raise ValueError("the item tower needs at least one of use_id, use_text, use_attributes")
         if self.source_gates and self.source_attention:
             raise ValueError("model.source_gates and model.source_attention are two fusions: choose one")
+        if self.id_mapping and self.id_neighbours:
+            raise ValueError("model.id_mapping and model.id_neighbours are two stand-ins for a missing ID: choose one")
         return self
 
 
@@ -248,6 +254,9 @@ class TrainingConfig(Section):
     patience: int = Field(5, ge=1)
     # last: each user's latest max_len interactions (SASRec); all: every max_len chunk of the history.
     windows: Literal["last", "all"] = "all"
+    # windows: one sample per window, every position supervised in one pass (SASRec); prefixes: every
+    # prefix of a window is a sample supervised at its end (BSARec, S3-Rec), see sequences.PrefixRows.
+    samples: Literal["windows", "prefixes"] = "windows"
     # Full softmax over catalogs up to this size; above it, sampled softmax with log-Q correction.
     full_softmax_max_items: int = Field(100_000, ge=1)
     sampled_negatives: int = Field(8192, ge=1)
@@ -358,6 +367,17 @@ class TransferConfig(Section):
     # foundation's catalogs, where they follow popularity); dot scores as the foundation does. Measured in
     # docs/benchmarks.md (Transfer, session 6): Scientific 0.0147 -> 0.0522 NDCG@10, Office 0.0131 -> 0.0574.
     zero_shot_scores: Literal["cosine", "dot"] = "cosine"
+    # zero-shot: blend the model's score with the content prior (text similarity to the user's last
+    # evaluate.content.history_items items), each standardised per user, as the service then scores it
+    # (components/models/content_prior.py). The measured recipe (docs/transfer.md, benchmarks session 8):
+    # Scientific 0.0522 (cosine alone) -> 0.0718 NDCG@10 with whitened vectors and an id_dropout 0.3 foundation.
+    content_prior: bool = True
+    # The vectors the prior reads, from the target's own item texts (features/text_norm.py): none | standardize | whiten.
+    content_norm: Literal["none", "standardize", "whiten"] = "whiten"
+    # The prior's weight; null: the one with the best validation NDCG@10 on `blend_on`, never on the target.
+    blend_weight: float | None = Field(None, ge=0, le=1)
+    # The catalogs (split, features) the weight is chosen on, scored zero-shot; empty: foundation.sources.
+    blend_on: list[FoundationSource] = []
 
 
 class LabelsConfig(Section):

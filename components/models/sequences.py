@@ -54,6 +54,11 @@ class TrainingRows:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Each row's length, which batches of similar rows are formed by."""
+        return self.sequences.lengths
+
     def batch(self, rows: torch.Tensor) -> tuple[SequenceBatch, Targets]:
         """Inputs from positions 0..T-1, targets from positions 1..T (shifted by one)."""
         inputs = self.sequences.batch(rows, self.sequences.lengths[rows] - 1)
@@ -61,6 +66,51 @@ class TrainingRows:
         targets = Targets(items=self.sequences.features["items"][rows, 1:width + 1],
                           likes=self.likes[rows, 1:width + 1], ratings=self.ratings[rows, 1:width + 1])
         return inputs, targets
+
+
+@dataclass
+class PrefixRows:
+    """Every prefix of every training window as a sample of its own, supervised at its last position only.
+
+    BSARec's and S3-Rec's training data: each target is predicted from the end of its own input,
+    where serving predicts, under its own dropout draw, instead of from the middle of a window
+    that shares one draw with its neighbours. The logits cost the same (one row per target); the
+    encoder reads about (window length + 1) / 2 times as many positions.
+    """
+
+    rows: TrainingRows
+    row: torch.Tensor  # (S,) the window a sample cuts
+    cut: torch.Tensor  # (S,) its input positions, 1 .. window length - 1
+
+    @classmethod
+    def of(cls, rows: TrainingRows) -> PrefixRows:
+        targets = (rows.sequences.lengths - 1).clamp(min=0)
+        row = torch.repeat_interleave(torch.arange(len(rows)), targets)
+        first = torch.cumsum(targets, 0) - targets
+        cut = torch.arange(len(row)) - torch.repeat_interleave(first, targets) + 1
+        return cls(rows, row, cut)
+
+    @property
+    def sequences(self) -> Sequences:
+        return self.rows.sequences
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.cut
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def batch(self, rows: torch.Tensor) -> tuple[SequenceBatch, Targets]:
+        """Inputs from each sample's first `cut` positions; its one target, at position `cut`."""
+        window, cut = self.row[rows], self.cut[rows]
+        inputs = self.rows.sequences.batch(window, cut)
+        width = inputs.items.shape[1]
+        last = torch.arange(width).unsqueeze(0) == (cut - 1).unsqueeze(1)
+        items = self.rows.sequences.features["items"][window, 1:width + 1]
+        return inputs, Targets(items=items.masked_fill(~last, 0),
+                               likes=self.rows.likes[window, 1:width + 1].masked_fill(~last, torch.nan),
+                               ratings=self.rows.ratings[window, 1:width + 1].masked_fill(~last, torch.nan))
 
 
 def profile_codes(users: pd.DataFrame, vocab: Vocab) -> np.ndarray:

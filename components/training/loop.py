@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from components.config import TrainingConfig
 from components.models.model import TASKS, Negatives, Recloop, SequenceBatch, Targets, to_device
-from components.models.sequences import TrainingRows
+from components.models.sequences import PrefixRows, TrainingRows
 from components.tracking import Tracker
 from components.training.checkpoint import load_checkpoint, save_checkpoint
 from components.training.distributed import from_every_rank, from_main, world
@@ -150,7 +150,7 @@ def epoch_line(desc: str, epoch: int, epochs: int, metrics: dict[str, float], re
     return "  ".join(parts)
 
 
-def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
+def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective, cfg: TrainingConfig, *, seed: int,
           validate: Callable[[Recloop], dict[str, float]], tracker: Tracker, params: dict,
           checkpoint: os.PathLike | None = None, fingerprint: str = "", sampler: NegativeSampler | None = None,
           desc: str = "train", start_is_candidate: bool = False,
@@ -222,7 +222,7 @@ def train(model: Recloop, rows: TrainingRows, objective: Objective, cfg: Trainin
         order = torch.cat([order, order[:(-len(order)) % world_size]])[rank::world_size]
         totals: dict[str, float] = {}
         steps = 0
-        batches = length_batches(order, rows.sequences.lengths, rank_batch, order_rng)
+        batches = length_batches(order, rows.lengths, rank_batch, order_rng)
         bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not main, leave=False, file=sys.stderr)
         for index in bar:

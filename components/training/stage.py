@@ -19,7 +19,7 @@ from components.features.featurize import load_item_text
 from components.models.artifacts import TrainedModel, save_trained
 from components.models.model import Recloop
 from components.models.scoring import RecloopScorer
-from components.models.sequences import TrainingRows, feedback_labels
+from components.models.sequences import PrefixRows, TrainingRows, feedback_labels
 from components.tracking import Tracker
 from components.training.checkpoint import fingerprint, remove_checkpoint
 from components.training.distributed import training_device
@@ -105,6 +105,8 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
     """Train with full softmax, or sampled softmax with log-Q correction above `full_softmax_max_items`;
     `extra_loss` is added to every step's loss (see `train`)."""
     model = trained.model
+    if cfg.samples == "prefixes":
+        rows = PrefixRows.of(rows)
     sampler = None
     if model.config.n_items > cfg.full_softmax_max_items:
         sampler = NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)

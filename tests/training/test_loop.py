@@ -66,6 +66,15 @@ def test_sampled_softmax_with_log_q_learns(movielens, item_text):
     assert result.best_score > 1.5 * popular.metrics["ndcg@10"]
 
 
+def test_prefix_samples_learn_and_count_targets(movielens, item_text):
+    cfg = TINY_PRETRAIN.model_copy(update={"samples": "prefixes", "epochs": 2})
+    _, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
+    # One sample per supervised transition: the training rows' length minus one each.
+    assert result.rows == len(movielens.train) - movielens.n_users
+    popular = evaluate_ranking(MostPopular().fit(movielens), movielens, "valid", (10,), progress=False)
+    assert result.best_score > 1.5 * popular.metrics["ndcg@10"]
+
+
 def implicit(data):
     """The same interactions as views without ratings: no like or rating labels to learn."""
     frames = [getattr(data, name).drop(columns=["user_idx", "item_idx"], errors="ignore")
