@@ -222,10 +222,6 @@ class ModelConfig(Section):
     # Items without a trained ID (cold; dropped IDs in training) get an ID mapped from their content sources
     # instead of none (DropoutNet / Heater); the `id_mapping` loss weight pulls the mapping to the trained rows.
     id_mapping: bool = False
-    # Items without a trained ID borrow, outside training, the similarity-weighted mean of the trained IDs of the
-    # k warm items most alike in text, attributes, graph facts and vector tables (KG cold start by neighbours).
-    # 0: off. Another stand-in than id_mapping: not both.
-    id_neighbours: int = Field(0, ge=0)
     sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
@@ -236,8 +232,6 @@ class ModelConfig(Section):
             raise ValueError("the item tower needs at least one of use_id, use_text, use_attributes")
         if self.source_gates and self.source_attention:
             raise ValueError("model.source_gates and model.source_attention are two fusions: choose one")
-        if self.id_mapping and self.id_neighbours:
-            raise ValueError("model.id_mapping and model.id_neighbours are two stand-ins for a missing ID: choose one")
         return self
 
 
