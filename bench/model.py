@@ -96,6 +96,11 @@ def main() -> None:
         train_seconds = time.perf_counter() - began
         result = evaluate_ranking(model, data, "test", ks=(10, 20), progress=False)
         m = result.metrics
+        alone = None
+        if model.trained_.prior is not None:  # the ablation: the same model without its content prior
+            prior, model.trained_.prior = model.trained_.prior, None
+            alone = evaluate_ranking(model, data, "test", ks=(10,), progress=False).metrics
+            model.trained_.prior = prior
         cold = data.items["cold"].to_numpy(bool) | (data.item_popularity() == 0)
         warm = result.per_target[~cold[result.per_target["item_idx"].to_numpy()]]
         slices = {s: {k: round(v, 5) for k, v in result.slices[s].items() if k in ("size", "hr@10", "ndcg@10")}
@@ -112,6 +117,9 @@ def main() -> None:
             "epochs": {"pretrain": model.pretrain_result_.epochs if model.pretrain_result_ else 0,
                        "finetune": model.result_.epochs},
             "curve": curve(model),
+            # finetune.content_prior: the weight validation chose, and each tried weight's validation NDCG@10.
+            "content_prior": model.result_.after.get("content_prior"),
+            "model_only_metrics": alone and {k: round(alone[k], 5) for k in ("hr@10", "ndcg@10", "coverage@10")},
             "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
             "peak_rss_mb": round(peak_rss_mb(), 1), **ran,
             "tree_changed_during_run": provenance()["git_diff_sha256"] != ran["git_diff_sha256"],

@@ -19,13 +19,20 @@ Every row is one run and one JSON in bench/results/transfer/; run rows as separa
     .venv/bin/python bench/transfer.py --row scratch --fraction 1.0 --set pretrain.max_minutes=5
     .venv/bin/python bench/transfer.py --row content,popular
     .venv/bin/python bench/transfer.py --row zero-shot-cosine,zero-shot-blend,zero-shot-cosine-blend
+    .venv/bin/python bench/transfer.py --row zero-shot-served --content-norm whiten
 
 Zero-shot rows: `zero-shot` is `recloop transfer`'s zero-shot model, scored as `transfer.zero_shot_scores`
 says (cosine since session 6; `--set transfer.zero_shot_scores=dot` gives the earlier dot-product rows),
 `zero-shot-blend` uses the dot product and `zero-shot-cosine*` the cosine (`Recloop.unit`), `-blend`
 mixes it with the content prior at the weight
 with the best validation NDCG@10 on the --blend-on catalogs (default: the foundation's sources,
-under an unseen domain token), never on the target.
+under an unseen domain token), never on the target. `zero-shot-served` is what `recloop transfer --mode
+zero-shot` saves and the service serves: the stage's own functions give the model its content prior
+(`transfer.content_prior`, `--content-norm` as `transfer.content_norm`, the weight chosen on the --blend-on
+catalogs), `recloop package`'s `write_bundle` packages it, and the service's `BundleRecommender` answers one
+request per test user whose history is the user's train + valid events (timestamps, events, values and
+domains as stored); HR/NDCG@10 come from those answers' top 10 (a target in the history is a miss, as in
+the evaluator), `library_metrics` from the evaluator on the same saved model.
 
 `--content-norm whiten` makes the content prior (content row, blends) read the catalog's text vectors
 whitened (components/features/text_norm.py; the measured zero-shot recipe, docs/transfer.md),
@@ -45,6 +52,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,8 +67,8 @@ from quality import REPO, dataset_arguments, dataset_overrides, machine, peak_rs
 from components.config import Params, load_params  # noqa: E402
 
 TARGET = "unisrec:Scientific"
-ROWS = ("foundation", "zero-shot", "zero-shot-cosine", "zero-shot-blend", "zero-shot-cosine-blend", "adapter", "full",
-        "scratch", "content", "popular")
+ROWS = ("foundation", "zero-shot", "zero-shot-cosine", "zero-shot-blend", "zero-shot-cosine-blend", "zero-shot-served",
+        "adapter", "full", "scratch", "content", "popular")
 COMMON = ["validate.min_timestamp=0", "validate.min_value=null", "validate.max_value=null",
           "split.min_user_interactions=3", "split.max_history=100000", "split.cold_item_fraction=0.0",
           "split.time.cutoff=null", "split.mode=loo", "validate.min_interactions=100"]
@@ -185,7 +193,8 @@ def blended(scorer, train_data, content_text: np.ndarray, history_items: int, na
     on (the target's own interactions: allowed once it has some); (the blend, what the JSON records)."""
     from components.evaluation.baselines import ContentKNN
     from components.evaluation.evaluator import evaluate_ranking
-    from components.training.zero_shot import WEIGHTS, BlendScorer
+    from components.models.content_prior import WEIGHTS
+    from components.training.zero_shot import BlendScorer
 
     content = ContentKNN(content_text, history_items)
     table = {w: evaluate_ranking(BlendScorer(scorer, content, w).fit(train_data), train_data, "valid", ks=(10,),
@@ -194,6 +203,42 @@ def blended(scorer, train_data, content_text: np.ndarray, history_items: int, na
     return BlendScorer(scorer, content, best, name), {
         "blend_weight": best, "blend_chosen_on": "the target's trained users' validation",
         "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in table.items()}}
+
+
+def served_ranking(trained, data, split_dir: Path, features_dir: Path, work: Path, metrics: dict,
+                   batch: int = 256) -> tuple[dict[str, float], str]:
+    """(HR@10 and NDCG@10, the answers' `scoring`) of the service's answers for every test target: `trained`
+    saved and packaged as `recloop transfer` and `recloop package` do, answered by `BundleRecommender` from
+    each user's train + valid events."""
+    from components.models.artifacts import save_trained
+    from components.serving.bundle import load_bundle, write_bundle
+    from components.serving.recommender import BundleRecommender
+    from components.serving.schemas import HistoryEvent, RecommendRequest
+
+    shutil.rmtree(work, ignore_errors=True)
+    save_trained(trained, work / "model", metrics)
+    write_bundle(work / "model", split_dir, features_dir, work / "bundle")
+    recommender = BundleRecommender(load_bundle(work / "bundle"), "bench").prepare(load_encoder=False)
+    history = data.history("test")
+    ids = data.items["item_id"].astype(str).to_numpy()
+    requests = [RecommendRequest(k=10, history=[
+        HistoryEvent(item_id=ids[r.item_idx], timestamp=int(r.timestamp), event=r.event,
+                     value=None if pd.isna(r.value) else float(r.value), domain=r.domain) for r in rows.itertuples()])
+        for _, rows in history.groupby("user_idx", sort=True)]
+    users = np.sort(history["user_idx"].unique())
+    answers = {}
+    for start in range(0, len(requests), batch):
+        chunk = requests[start:start + batch]
+        for user, answer in zip(users[start:start + batch], recommender.finish([recommender.start(r) for r in chunk])):
+            answers[user] = [i.item_id for i in answer.items]
+    hits, gains = [], []
+    for target in data.targets("test").itertuples():
+        top = answers.get(target.user_idx, [])
+        rank = top.index(ids[target.item_idx]) + 1 if ids[target.item_idx] in top else 0
+        hits.append(rank > 0)
+        gains.append(1 / np.log2(rank + 1) if rank else 0.0)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"hr@10": round(float(np.mean(hits)), 5), "ndcg@10": round(float(np.mean(gains)), 5)}, recommender.scoring
 
 
 def main() -> None:
@@ -261,6 +306,11 @@ def main() -> None:
     found_dir = args.foundation or foundation_dir(sources, params, args.text_norm)
     args.results.mkdir(parents=True, exist_ok=True)
 
+    def prepare_source(source: str) -> dict[str, float]:
+        """A foundation or blend catalog prepared in its work folder (once); the seconds each step took."""
+        params_of = load_params(args.params, [*source_overrides(source, args.root), *args.overrides])
+        return {f"{source}.{k}": v for k, v in prepared(params_of, source_work(source)).items()}
+
     for row_name in [r for r in args.row.split(",") if r]:
         began = time.perf_counter()
         info: dict = {}
@@ -269,9 +319,7 @@ def main() -> None:
             datasets = []
             for source in sources:
                 work = source_work(source)
-                prep |= {f"{source}.{k}": v for k, v in
-                         prepared(load_params(args.params, [*source_overrides(source, args.root),
-                                                            *args.overrides]), work).items()}
+                prep |= prepare_source(source)
                 src, src_text = load_inputs(work / "split", work / "features")
                 datasets.append((tag_domain(src, source), normalise_text(src_text, args.text_norm)))
             began = time.perf_counter()
@@ -280,6 +328,28 @@ def main() -> None:
             info = {"sources": describe_sources(datasets), "epochs": result.epochs, "best_epoch": result.best_epoch,
                     "valid_ndcg@10": round(result.best_score, 5), "transferable_parameters": found.parameters(),
                     "foundation_dir": str(found_dir.relative_to(REPO))}
+        elif row_name == "zero-shot-served":
+            from components.config import FoundationSource
+            from components.training.transfer import with_content_prior
+
+            found = load_foundation(found_dir)
+            cfg = params.transfer.model_copy(update={"mode": "zero-shot", "content_norm": args.content_norm})
+            trained, _, info = transfer_model(found, data, text, cfg, params.finetune, params.seed,
+                                              labels=params.labels)
+            names = [s for s in (args.blend_on or args.sources).split(",") if s]
+            for n in names:
+                prep |= prepare_source(n)
+            blend_on = [FoundationSource(split=source_work(n) / "split", features=source_work(n) / "features",
+                                         domain=n) for n in names]
+            info |= with_content_prior(trained, found, data, text, cfg, blend_on,
+                                       params.evaluate.content.history_items, params.labels)
+            info |= {"foundation_sources": found.sources, "foundation_dir": str(found_dir.resolve().relative_to(REPO)),
+                     "library_metrics": ranking(RecloopScorer(trained, row_name), data, "test")}
+            began_serving = time.perf_counter()
+            served, info["served_scoring"] = served_ranking(
+                trained, data, target_work / "split", target_work / "features",
+                REPO / "bench" / "work" / "transfer-served", {**info, "mode": "zero-shot"})
+            info |= {"served_metrics": served, "serve_seconds": round(time.perf_counter() - began_serving, 1)}
         elif row_name.startswith("zero-shot-"):
             found = load_foundation(found_dir)
             cosine = "cosine" in row_name
@@ -288,6 +358,8 @@ def main() -> None:
                     "foundation_sources": found.sources, "foundation_dir": str(found_dir.resolve().relative_to(REPO))}
             if row_name.endswith("-blend"):
                 names = [s for s in (args.blend_on or args.sources).split(",") if s]
+                for n in names:
+                    prep |= prepare_source(n)
                 raw = [load_inputs(source_work(n) / "split", source_work(n) / "features") for n in names]
                 catalogs = [(d, normalise_text(t, args.text_norm)) for d, t in raw]
                 choice = choose_blend_weight(
@@ -332,7 +404,7 @@ def main() -> None:
             scorer, blend_info = blended(scorer, train_data, content_text, params.evaluate.content.history_items,
                                          f"{row_name}-blend")
             info |= blend_info | {"blend_seconds": round(time.perf_counter() - began - train_seconds, 1)}
-        metrics = {}
+        metrics = info.pop("served_metrics", {})
         if scorer is not None:
             if isinstance(scorer, (RecloopScorer, BlendScorer)):
                 scorer.fit(data)  # histories of every user; the model saw only train_data's

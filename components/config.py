@@ -302,6 +302,12 @@ class FinetuneConfig(TrainingConfig):
     # pretrained: start from models/pretrained; scratch: random weights (the no-pretraining ablation).
     init: Literal["pretrained", "scratch"] = "pretrained"
     weights: FinetuneWeights = FinetuneWeights()
+    # After training, blend the model with the content prior (text similarity to the user's last
+    # evaluate.content.history_items items), the weight chosen on validation NDCG@10 (weight 0, the model
+    # alone, among the candidates); evaluate and the service then score the blend (training/prior_weight.py).
+    content_prior: bool = False
+    # The vectors the prior reads (features/text_norm.py): none | standardize | whiten.
+    content_norm: Literal["none", "standardize", "whiten"] = "whiten"
 
 
 class FoundationSource(Section):

@@ -62,8 +62,9 @@ _STAGES = [
           lambda run, p: _training(run, p, p.pretrain)),
     Stage("finetune", "Multi-task fine-tuning (retrieval, like, rating) from the pretrained weights; early stopping "
           "on NDCG@10.",
-          "components.training.finetune:finetune", ("seed", "model", "finetune", "labels", "tracking", "paths"),
-          False, lambda run, p: _training(run, p, p.finetune, labels=p.labels)),
+          "components.training.finetune:finetune",
+          ("seed", "model", "finetune", "labels", "evaluate.content", "tracking", "paths"), False,
+          lambda run, p: _training(run, p, p.finetune, labels=p.labels, history_items=p.evaluate.content.history_items)),
     Stage("evaluate", "Full-ranking evaluation of each model in evaluate.models on valid and test: metrics, slices, "
           "plots, report.",
           "components.evaluation.evaluate:evaluate", ("seed", "evaluate", "tracking.uri", "paths"), True,
@@ -199,11 +200,13 @@ def kg_embed_stage(params: Params) -> Any:
 def transfer_stage(params: Params) -> Any:
     """Bring the foundation at transfer.foundation (a folder or a models:/ URI) to the split's catalog in
     transfer.mode (`recloop transfer`), then tune the text encoder when lm_tuning.enabled; writes the
-    fine-tuned model that evaluate, package and serve read."""
+    fine-tuned model that evaluate, package and serve read. A zero-shot model's content prior takes its
+    weight from transfer.blend_on's catalogs, else from foundation.sources."""
     from components.registry.foundation import foundation_folder
     from components.training.transfer import transfer
 
     p = params
     return transfer(p.transfer, p.finetune, p.labels, p.tracking, foundation_folder(p.registry, p.transfer.foundation),
                     p.paths.split, p.paths.features, p.paths.models, p.paths.reports, p.seed, lm=p.lm_tuning,
-                    pretrain=p.pretrain)
+                    pretrain=p.pretrain, blend_on=p.transfer.blend_on or p.foundation.sources,
+                    history_items=p.evaluate.content.history_items)

@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from components.data.dataset import SplitData
 from components.errors import RecloopError
+from components.models.content_prior import content_scores, recent_items, unit_rows
 
 STAGES = ("valid", "test")
 
@@ -148,7 +149,8 @@ class ImplicitBPR:
 
 
 class ContentKNN:
-    """Content-only: cosine between each item's text vector and the mean of the user's last n history items.
+    """Content-only: cosine between each item's text vector and the mean of the user's last n history items
+    (the content prior of `components/models/content_prior.py`).
 
     Uses no interactions beyond the user's own history, so cold items rank by their text alone.
     Items without text (zero vectors) score 0.
@@ -165,20 +167,10 @@ class ContentKNN:
         if e.ndim != 2 or len(e) != data.n_items:
             raise RecloopError(f"item embeddings have shape {e.shape}, expected ({data.n_items}, d): "
                                "re-run `recloop featurize` after `recloop split`")
-        norms = np.linalg.norm(e, axis=1, keepdims=True)
-        self.unit_ = np.divide(e, norms, out=np.zeros_like(e), where=norms > 0)
-        self.recent_ = {}
-        for stage in STAGES:
-            history = data.history(stage)  # sorted by user, then time
-            from_end = history.groupby("user_idx", sort=False).cumcount(ascending=False).to_numpy()
-            last = history[from_end < self.history_items]
-            self.recent_[stage] = sp.csr_matrix(
-                (np.ones(len(last), np.float32), (last["user_idx"].to_numpy(), last["item_idx"].to_numpy())),
-                shape=(data.n_users, data.n_items))
+        self.unit_ = unit_rows(e)
+        self.recent_ = {stage: recent_items(data.history(stage), data.n_users, data.n_items, self.history_items)
+                        for stage in STAGES}  # history sorted by user, then time
         return self
 
     def score(self, data: SplitData, users: np.ndarray, stage: str) -> np.ndarray:
-        profile = self.recent_[stage][users] @ self.unit_  # (U, d); the sum points where the mean does
-        norms = np.linalg.norm(profile, axis=1, keepdims=True)
-        profile = np.divide(profile, norms, out=np.zeros_like(profile), where=norms > 0)
-        return profile @ self.unit_.T
+        return content_scores(self.unit_, self.recent_[stage][users])

@@ -9,6 +9,9 @@ Under paths.models the pretrain stage writes PRETRAINED_DIR and the finetune sta
     item_ids.json     item_id of each catalog row
     item_vectors.npy  (items, dim) float32 item-tower vectors for retrieval / ANN serving
     metrics.json      what the stage measured
+    content_prior.json, content_prior.npy
+                      only a model blended with a content prior (a zero-shot transfer): its weight, and
+                      the item vectors it reads (`components/models/content_prior.py`)
 
 The foundation stage writes FOUNDATION_DIR: only the transferable weights (no ID table, no catalog
 buffers), config.json, vocab.json, sources.json (the catalogs and domains it learned from) and
@@ -25,6 +28,7 @@ import torch
 
 from components.atomic import staged_dir
 from components.errors import RecloopError
+from components.models.content_prior import ContentPrior, load_prior, save_prior
 from components.models.model import Recloop
 from components.models.shape import RecloopConfig
 from components.models.vocab import Vocab
@@ -51,11 +55,13 @@ ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 
 
 @dataclass
 class TrainedModel:
-    """A model with what it needs to read new data: its vocabulary and its catalog's item ids."""
+    """A model with what it needs to read new data: its vocabulary and its catalog's item ids; and the content
+    prior its scores are blended with, when it has one (a zero-shot transfer's)."""
 
     model: Recloop
     vocab: Vocab
     item_ids: list[str]
+    prior: ContentPrior | None = None
 
 
 def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
@@ -69,6 +75,8 @@ def save_trained(trained: TrainedModel, out_dir: Path, metrics: dict) -> None:
         with torch.no_grad():
             np.save(tmp / ITEM_VECTORS_FILE, model.catalog().numpy().astype(np.float32))
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+        if trained.prior is not None:
+            save_prior(trained.prior, tmp)
 
 
 def require_files(model_dir: Path, files: tuple[str, ...], hint: str) -> Path:
@@ -86,14 +94,17 @@ def load_config(model_dir: Path) -> RecloopConfig:
 
 
 def load_trained(model_dir: Path) -> TrainedModel:
-    """Rebuild a saved model (in eval mode) with its vocabulary and item ids."""
+    """Rebuild a saved model (in eval mode) with its vocabulary, item ids and content prior (if any)."""
     model_dir = require_files(model_dir, (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, ITEM_IDS_FILE),
                               "run `recloop pretrain` / `recloop finetune` first")
     model = Recloop(load_config(model_dir))
     weights = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict({_current_name(name): value for name, value in weights.items()})
-    return TrainedModel(model.eval(), Vocab.load(model_dir / VOCAB_FILE),
-                        json.loads((model_dir / ITEM_IDS_FILE).read_text()))
+    item_ids, prior = json.loads((model_dir / ITEM_IDS_FILE).read_text()), load_prior(model_dir)
+    if prior is not None and len(prior.text) != len(item_ids):
+        raise RecloopError(f"{model_dir}: the content prior holds {len(prior.text):,} items, the model "
+                           f"{len(item_ids):,}; the folder is corrupt")
+    return TrainedModel(model.eval(), Vocab.load(model_dir / VOCAB_FILE), item_ids, prior)
 
 
 def _current_name(name: str) -> str:

@@ -1,15 +1,21 @@
-"""A trained model behind the evaluator's `Recommender` interface: histories in, catalog scores out."""
+"""A trained model behind the evaluator's `Recommender` interface: histories in, catalog scores out.
+
+A model that carries a content prior (a zero-shot transfer's, `models/content_prior.py`) is scored
+blended with it, as the service scores it: evaluate measures what is served.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from components.data.dataset import SplitData
 from components.errors import RecloopError
 from components.models.artifacts import FINETUNED_DIR, TrainedModel, load_trained
+from components.models.content_prior import recent_items
 from components.models.model import to_device
 from components.models.sequences import Sequences, history_sequences
 
@@ -30,6 +36,7 @@ class RecloopScorer:
                                "`recloop finetune` on this split")
         self.data_ = data
         self.histories_: dict[str, Sequences] = {}
+        self.recent_: dict[str, sp.csr_matrix] = {}  # the content prior's last items per stage
         self.refresh()
         return self
 
@@ -46,7 +53,8 @@ class RecloopScorer:
         return self.histories_[stage]
 
     def score(self, data: SplitData, users: np.ndarray, stage: str) -> torch.Tensor:
-        """(len(users), n_items) retrieval scores from each user's latest history before `stage`."""
+        """(len(users), n_items) retrieval scores from each user's latest history before `stage`, blended with
+        the model's content prior when it has one."""
         model = self.trained.model.eval()
         histories = self._histories(data, stage)
         rows = torch.as_tensor(np.asarray(users), dtype=torch.long)
@@ -56,7 +64,13 @@ class RecloopScorer:
             device = self.table_.device
             states = torch.cat([model.last_states(to_device(histories.batch(chunk), device), self.table_)
                                 for chunk in rows.split(self.batch_size)])
-            return (states @ self.table_.T).cpu()
+            scores = (states @ self.table_.T).cpu()
+        prior = self.trained.prior
+        if prior is None:
+            return scores
+        if stage not in self.recent_:
+            self.recent_[stage] = recent_items(data.history(stage), data.n_users, data.n_items, prior.history_items)
+        return prior.blend(scores, self.recent_[stage][np.asarray(users)])
 
     def head_predictions(self, data: SplitData, stage: str) -> pd.DataFrame:
         """Each pair head's prediction (like probability, rating) of each `stage` target, in target order."""

@@ -11,6 +11,13 @@ with one encoder call, one retrieval and one product + top-k (the service batche
 that way, components/serving/batching.py; the answers are the same). Stored states come from the model's own sequence code
 (`history_sequences`); the tests check that the request path encodes a history the same way.
 
+A model that carries a content prior (a zero-shot transfer's, `models/content_prior.py`) scores a
+history by the prior's blend: (1 - w) x the model's score + w x the prior's, each standardised per user
+over the whole catalog, with the same functions the benchmark and `recloop evaluate` use, so served
+and measured scores agree (tests/serving/test_content_prior.py). It needs every item's score, so above
+`serve.ann_above` items, where the ANN index finds the candidates, the prior is not applied: the model's
+score alone ranks, and answers and /info say so (`scoring`).
+
 Cold start (no usable history): with `text`, the language model matches it against the item
 texts; without, the most popular items (in the context's or filter's domain when given).
 
@@ -38,6 +45,7 @@ import torch
 from components.config import ExplorationConfig
 from components.data.dataset import SplitData
 from components.features.text import TextEncoder
+from components.models.content_prior import recent_rows
 from components.models.sequences import history_sequences, profile_codes
 from components.models.vocab import codes
 from components.policy import exploration as policies
@@ -64,6 +72,8 @@ from components.serving.schemas import (
 UNTIMED_SPACING_SECONDS = 60
 EXPLAIN_ITEMS = 3
 STATE_BATCH = 512
+# The content prior's blend holds a few (states, items) temporaries: on big catalogs it takes fewer states at once.
+PRIOR_CELLS = 1 << 25
 # Request timestamps (history events, context, feedback) further than this outside the bundle's
 # data and now are refused: milliseconds sent as seconds, or garbage, would skew the time features.
 TIMESTAMP_SLACK_SECONDS = 5 * 365 * 86_400
@@ -159,6 +169,9 @@ class BundleRecommender:
         self._index_categories()
         self._index_users()
         self.ann = AnnIndex.for_catalog(self.vectors, self.states, self.ann_above)  # calibrated on users' states
+        # The prior's blend standardises over every item's score, which the ANN path never computes.
+        self.prior = bundle.trained.prior if self.ann is None else None
+        self.scoring = ("cosine" if model.config.cosine else "dot") + ("+content" if self.prior is not None else "")
         self._precompute_candidates()
         self.default_event = (bundle.histories["event"].mode().iloc[0] if len(bundle.histories) else "interaction")
         self.item_domain_codes = self.codes.domains(self.domains.tolist())  # (N,): plain ids' domain codes
@@ -209,15 +222,27 @@ class BundleRecommender:
         exactly the full catalog's top k; fewer than k left, and the request scores the whole
         catalog. A known user's answer then costs no model call at all.
         """
-        self.cand_items, self.cand_scores, self.cand_likes = self._best(self.states)
+        stored = [self._stored_items(row) for row in range(len(self.states))] if self.prior is not None else None
+        self.cand_items, self.cand_scores, self.cand_likes = self._best(self.states, stored)
 
-    def _best(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(B, c) best candidate rows, their scores and like probabilities for (B, D) states."""
+    def scores(self, states: torch.Tensor, histories: Sequence[np.ndarray] | None) -> torch.Tensor:
+        """(B, N) scores of every item after each (B, D) state: the model's, blended with its content prior
+        when it has one (then `histories`, each user's item rows in time order, feed the prior)."""
+        scores = states @ self.table.T
+        if self.prior is None:
+            return scores
+        return self.prior.blend(scores, recent_rows(histories, self.n_items, self.prior.history_items))
+
+    def _best(self, states: np.ndarray, histories: Sequence[np.ndarray] | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, c) best candidate rows, their scores and like probabilities for (B, D) states after `histories`."""
         n = min(self.candidates, self.n_items)
         items, scores, likes = [], [], []
         with torch.inference_mode():
-            for chunk in torch.from_numpy(states).split(STATE_BATCH):
-                best = (torch.topk(chunk @ self.table.T, n, dim=1) if self.ann is None
+            step = STATE_BATCH if self.prior is None else max(1, min(STATE_BATCH, PRIOR_CELLS // max(self.n_items, 1)))
+            for start, chunk in zip(range(0, len(states), step), torch.from_numpy(states).split(step)):
+                batch = None if histories is None else histories[start:start + step]
+                best = (torch.topk(self.scores(chunk, batch), n, dim=1) if self.ann is None
                         else self.ann.topk(chunk, n))  # (B, n), best first
                 owner = torch.arange(len(chunk)).repeat_interleave(n)
                 likes.append(self.like(chunk, owner, best.indices.reshape(-1)).reshape(len(chunk), n))
@@ -275,7 +300,7 @@ class BundleRecommender:
         steps: list[RecommendResponse | Ranking] = [
             Ranking(p.request, p.user_row, p.unknown, states[i], seen[i]) for i, p in enumerate(pending)]
         if fresh:
-            items, scores, likes = self._best(states[fresh])
+            items, scores, likes = self._best(states[fresh], [seen[i] for i in fresh])
             for row, i in enumerate(fresh):
                 p = pending[i]
                 known = UserState(states[i], seen[i], items[row], scores[row], likes[row], p.fresh_events)
@@ -314,7 +339,7 @@ class BundleRecommender:
         picked = self._from_candidates(request, known)
         if picked is None:
             return Ranking(request, user_row, unknown, known.state, known.history)
-        fresh = self._fresh_pool(request, picked[0], known.history, lambda rows: self.vectors[rows] @ known.state)
+        fresh = self._fresh_pool(request, picked[0], known.history, self._row_scores(known.state, known.history))
         top, scores, likes, shown = self._explore(request, *picked, fresh)
         if likes is None:  # a fresh item is shown: its like probability was not precomputed
             likes = self._likes([known.state], [top])[0]
@@ -337,7 +362,8 @@ class BundleRecommender:
             masks = torch.from_numpy(np.stack([allowed[i] for i in stated]))
             sizes = [min(n_pool[i], int(np.count_nonzero(allowed[i]))) for i in stated]
             with torch.inference_mode():
-                scores = (states @ self.table.T).masked_fill_(~masks, -np.inf)  # (B, N)
+                scores = self.scores(states, [jobs[i].history for i in stated])
+                scores = scores.masked_fill_(~masks, -np.inf)  # (B, N)
                 best = torch.topk(scores, max(sizes), dim=1)
             for row, (i, size) in enumerate(zip(stated, sizes)):
                 pools[i] = best.indices[row, :size].numpy(), best.values[row, :size].numpy()
@@ -347,7 +373,7 @@ class BundleRecommender:
                 pool = top_k(scores, allowed[i], n_pool[i])
                 pools[i] = pool, scores[pool]
         fresh = {i: self._fresh_pool(jobs[i].request, pools[i][0], jobs[i].history,
-                                     lambda rows, s=jobs[i].state: self.vectors[rows] @ s, allowed[i]) for i in stated}
+                                     self._row_scores(jobs[i].state, jobs[i].history), allowed[i]) for i in stated}
         shown = {i: self._explore(jobs[i].request, *pools[i], None, fresh[i]) for i in stated}
         if stated:
             likes = self._likes([jobs[i].state for i in stated], [shown[i][0] for i in stated])
@@ -400,6 +426,17 @@ class BundleRecommender:
         rows = self.fresh_rows[allowed[self.fresh_rows]]
         return rows, np.asarray(score(rows), np.float64)
 
+    def _row_scores(self, state: np.ndarray, history: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """The scores of given item rows after `state`, as `scores` ranks them (the fresh pool's)."""
+        if self.prior is None:
+            return lambda rows: self.vectors[rows] @ state
+
+        def blended(rows: np.ndarray) -> np.ndarray:  # only asked for when the answer has fresh slots
+            with torch.inference_mode():
+                return self.scores(torch.from_numpy(state)[None], [history])[0].numpy()[rows]
+
+        return blended
+
     def _explore(self, request: RecommendRequest, items: np.ndarray, scores: np.ndarray, likes: np.ndarray | None,
                  fresh: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[str, str, np.ndarray]]:
@@ -437,7 +474,8 @@ class BundleRecommender:
         return RecommendResponse.model_validate({
             "request_id": request_id, "user_id": request.user_id, "strategy": strategy,
             "known_user": user_row is not None, "history_used": len(history), "unknown_items": unknown,
-            "model_version": self.version, "domain": self.domain, "mode": self.mode, "policy": policy,
+            "model_version": self.version, "domain": self.domain, "mode": self.mode, "scoring": self.scoring,
+            "policy": policy,
             "items": items})
 
     def similar_items(self, request: SimilarRequest) -> SimilarResponse:

@@ -113,6 +113,8 @@ class RecommendResponse(Schema):
     domain: str | None = Field(None, description="the promoted domain whose model answered (context.domain); "
                                                  "null: the default model")
     mode: Mode = Field("trained", description="how that model was made: trained, or a transfer mode")
+    scoring: str = Field("dot", description="how a history is scored: dot or cosine (the model's), "
+                                            "+content when blended with the model's content prior")
     policy: str = Field("none", description="the serving policy and its parameters (serve.exploration)")
     items: list[RecommendedItem]
 
@@ -176,9 +178,17 @@ class ReloadResponse(Schema):
                                                    "(their previous model, if any, keeps serving)")
 
 
+class ContentPriorInfo(Schema):
+    weight: float = Field(description="the content prior's share of the blend")
+    history_items: int = Field(description="the user's last items the prior reads")
+    normalisation: str = Field(description="how the item text vectors it reads were normalised")
+
+
 class DomainInfo(Schema):
     model_version: str
     mode: Mode
+    scoring: str = "dot"
+    content_prior: ContentPriorInfo | None = Field(None, description="null: scored by the model alone")
     items: int
     users: int
 
@@ -186,6 +196,8 @@ class DomainInfo(Schema):
 class InfoResponse(Schema):
     model_version: str
     mode: Mode = Field(description="how the default model was made")
+    scoring: str = Field("dot", description="how the default model scores a history (RecommendResponse.scoring)")
+    content_prior: ContentPriorInfo | None = Field(None, description="the default model's content prior, if applied")
     domains: dict[str, DomainInfo] = Field(description="the promoted domains this worker serves, by name")
     worker: int = Field(description="the process id of the worker that answered")
     timeout_patch: bool = Field(description="the request-timeout middleware in the app is recloop's (timeout.py)")

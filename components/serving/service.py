@@ -293,9 +293,12 @@ class RecloopService:
         limits, and whether the timeout patch is live."""
         recommender = self.recommender
         serve = self.params.serve
-        domains = {domain: DomainInfo(model_version=r.version, mode=r.mode, items=r.n_items, users=len(r.user_index))
+        domains = {domain: DomainInfo(model_version=r.version, mode=r.mode, scoring=r.scoring,
+                                      content_prior=r.prior and r.prior.describe(), items=r.n_items,
+                                      users=len(r.user_index))
                    for domain, r in self.domains.items()}
-        return InfoResponse(model_version=recommender.version, mode=recommender.mode, domains=domains,
+        return InfoResponse(model_version=recommender.version, mode=recommender.mode, scoring=recommender.scoring,
+                            content_prior=recommender.prior and recommender.prior.describe(), domains=domains,
                             worker=os.getpid(),
                             timeout_patch=timeout.in_app(ctx.request.scope.get("app")),
                             watch_seconds=serve.watch_seconds, items=recommender.n_items,

@@ -22,6 +22,7 @@ from components.models.vocab import fit_vocab
 from components.tracking import Tracker
 from components.training.distributed import is_main_process
 from components.training.loop import LoopResult, Objective, configure_torch
+from components.training.prior_weight import choose_own_prior
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
 
 
@@ -68,10 +69,12 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
                    pretrained: TrainedModel | None, knobs: ModelConfig | None = None,
                    labels: LabelsConfig = LabelsConfig(), tracker: Tracker | None = None,
                    checkpoint: Path | None = None, params: dict | None = None,
-                   curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult]:
+                   curve_stage: str | None = None, history_items: int = 10) -> tuple[TrainedModel, LoopResult]:
     """Fine-tune `pretrained` on `data` (its shape and vocabulary carry over), or a fresh model from `knobs`.
 
     `labels` (params.labels) says which interactions are likes, for the like head and its validation AUC.
+    With `cfg.content_prior` the model then gets its content prior over the users' last `history_items`
+    items (`prior_weight.choose_own_prior`), recorded in `result.after`.
     """
     configure_torch(cfg.threads, seed)  # fresh weights (new items' ID rows, or all) are part of what the seed fixes
     if pretrained is not None:
@@ -88,12 +91,15 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
     result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate, tracker=tracker,
                  checkpoint=checkpoint, params=params, desc="finetune",
                  start_is_candidate=pretrained is not None and not learns_heads)
+    if cfg.content_prior and not result.interrupted:
+        alone = {f"model_only_{k}": v for k, v in result.best_metrics.items() if k.startswith("valid_")}
+        result.after = alone | choose_own_prior(trained, data, text, cfg.content_norm, history_items, labels)
     return trained, result
 
 
 def finetune(knobs: ModelConfig, cfg: FinetuneConfig, tracking: TrackingConfig, split_dir: Path,
              features_dir: Path, models_dir: Path, reports_dir: Path, seed: int,
-             labels: LabelsConfig = LabelsConfig()) -> FinetuneSummary:
+             labels: LabelsConfig = LabelsConfig(), history_items: int = 10) -> FinetuneSummary:
     """Fine-tune on the split; write models/finetuned and reports/finetune.json.
 
     With init=pretrained the architecture is the pretrained one and `knobs` (params.model) is not read.
@@ -107,7 +113,8 @@ def finetune(knobs: ModelConfig, cfg: FinetuneConfig, tracking: TrackingConfig, 
               "model": (vars(pretrained.model.config) if pretrained else knobs.model_dump(mode="json")),
               "data": {"items": data.n_items, "users": data.n_users, "train": len(data.train)}}
     trained, result = finetune_model(data, text, cfg, seed, pretrained=pretrained, knobs=knobs, labels=labels,
-                                     tracker=tracker, checkpoint=checkpoint, params=params)
+                                     tracker=tracker, checkpoint=checkpoint, params=params,
+                                     history_items=history_items)
     out_dir = Path(models_dir) / FINETUNED_DIR
     metrics = stage_metrics(result, {"init": cfg.init})
     if result.interrupted:

@@ -66,6 +66,9 @@ class LoopResult:
     resumed_from: int = 0
     seconds: float = 0.0
     run_id: str | None = None
+    # What a stage measured after the loop on the model it returns (e.g. validation with a content
+    # prior chosen after training): the stage's metrics report these over the best epoch's.
+    after: dict = field(default_factory=dict)
 
     @property
     def best_metrics(self) -> dict[str, float]:

@@ -130,7 +130,7 @@ def stage_metrics(result: LoopResult, extra: dict) -> dict:
     best = {k: v for k, v in result.best_metrics.items() if k.startswith("valid_")}
     return {**best, "best_epoch": result.best_epoch, "epochs": result.epochs,
             "stopped_early": result.stopped_early, "out_of_time": result.out_of_time,
-            "train_seconds": round(result.seconds, 1), **extra}
+            "train_seconds": round(result.seconds, 1), **result.after, **extra}
 
 
 def write_outputs(trained: TrainedModel, result: LoopResult, out_dir: Path, reports_dir: Path, name: str,

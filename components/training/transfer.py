@@ -1,7 +1,10 @@
 """The transfer stage: a foundation brought to the pipeline's catalog, in one of three modes.
 
 - `zero-shot`: the catalog is adopted (`models/foundation.adopt`) and served by text, attributes
-  and context alone; nothing trains on it.
+  and context alone; nothing trains on it. With `transfer.content_prior` the model is saved with a
+  content prior (`training/zero_shot.zero_shot_prior`: the catalog's text vectors normalised as
+  `transfer.content_norm` says, and the weight the `transfer.blend_on` catalogs choose), which
+  evaluate and the service blend its scores with (`models/content_prior.py`).
 - `adapter`: the same start, then only the state-dict prefixes in `transfer.adapter_trains` learn
   (by default the text adapter, the new ID table, the domain rows and the heads); every other
   weight stays bit for bit the foundation's.
@@ -28,6 +31,7 @@ import torch
 from components.atomic import write_json
 from components.config import (
     FinetuneConfig,
+    FoundationSource,
     LabelsConfig,
     LMTuningConfig,
     PretrainConfig,
@@ -44,6 +48,7 @@ from components.models.sequences import training_rows
 from components.tracking import Tracker
 from components.training.checkpoint import remove_checkpoint
 from components.training.distributed import is_main_process
+from components.training.foundation import tag_domain
 from components.training.loop import LoopResult, Objective, configure_torch
 from components.training.pretrain import objective as pretrain_objective
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
@@ -176,15 +181,43 @@ def transfer_model(foundation: Foundation, data: SplitData, text: np.ndarray, cf
     return trained, result, info
 
 
+def with_content_prior(trained: TrainedModel, foundation: Foundation, data: SplitData, text: np.ndarray,
+                       cfg: TransferConfig, blend_on: list[FoundationSource], history_items: int,
+                       labels: LabelsConfig = LabelsConfig()) -> dict:
+    """Give a zero-shot model its content prior (weight chosen on `blend_on`'s catalogs unless
+    `cfg.blend_weight` fixes it); the metrics to record: the prior (`content_prior`) and the validation
+    metrics as served, blended (`valid_*`), and of the model alone (`model_only_valid_*`)."""
+    # Here, not at the top: the service imports this module (MODES), and zero_shot brings in the evaluation
+    # baselines' dependencies (implicit, threadpoolctl), which the portable served model does not pin.
+    from components.training.zero_shot import zero_shot_prior
+
+    alone = validator(trained, data, labels)(trained.model)
+    catalogs = [] if cfg.blend_weight is not None else [
+        (tag_domain(d, source.domain) if source.domain else d, t)  # the domain only names it in the record
+        for source in blend_on for d, t in [load_inputs(source.split, source.features)]]
+    trained.prior, prior = zero_shot_prior(foundation, text, catalogs, normalisation=cfg.content_norm,
+                                           history_items=history_items, cosine=trained.model.config.cosine,
+                                           weight=cfg.blend_weight)
+    return {**validator(trained, data, labels)(trained.model), "content_prior": prior,
+            **{f"model_only_{k}": v for k, v in alone.items()}}
+
+
 def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig, tracking: TrackingConfig,
              foundation_dir: Path, split_dir: Path, features_dir: Path, models_dir: Path, reports_dir: Path,
-             seed: int, lm: LMTuningConfig = LMTuningConfig(), pretrain: PretrainConfig = PretrainConfig()
-             ) -> TransferSummary:
+             seed: int, lm: LMTuningConfig = LMTuningConfig(), pretrain: PretrainConfig = PretrainConfig(),
+             blend_on: list[FoundationSource] | None = None, history_items: int = 10) -> TransferSummary:
     """Bring the foundation at `foundation_dir` to the split's catalog; write models/finetuned, reports/transfer.json.
 
     With `lm.enabled` (adapter and full modes) the text encoder then learns too (LoRA,
-    `training/lm_tuning.py`) and the saved model carries the text vectors of the tuned encoder.
+    `training/lm_tuning.py`) and the saved model carries the text vectors of the tuned encoder. In
+    zero-shot mode with `cfg.content_prior` the model carries its content prior (`with_content_prior`),
+    its weight chosen on `blend_on` (the stage passes transfer.blend_on, else foundation.sources).
     """
+    blended = cfg.mode == "zero-shot" and cfg.content_prior
+    if blended and cfg.blend_weight is None and not blend_on:
+        raise RecloopError("transfer.content_prior chooses its weight on other catalogs than the target: list "
+                           "them (each {split, features}) in transfer.blend_on or foundation.sources, or set "
+                           "transfer.blend_weight, or transfer.content_prior=false (docs/transfer.md)")
     data, text = load_inputs(split_dir, features_dir)
     found = load_foundation(foundation_dir)
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "transfer.pt"
@@ -200,6 +233,10 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
     extra = {k: v for k, v in info.items() if not k.startswith("valid_")}
     extra["foundation"] = str(foundation_dir)
     if result is None:
+        extra["scoring"] = "cosine" if trained.model.config.cosine else "dot"
+        if blended:
+            info |= with_content_prior(trained, found, data, text, cfg, blend_on, history_items, labels)
+            extra |= {k: v for k, v in info.items() if not k.startswith("valid_")}
         metrics = {**{k: v for k, v in info.items() if k.startswith("valid_")}, "epochs": 0,
                    "train_seconds": 0.0, **extra}
         if is_main_process():

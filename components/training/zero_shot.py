@@ -17,27 +17,18 @@ from components.data.dataset import SplitData
 from components.errors import RecloopError
 from components.evaluation.baselines import ContentKNN
 from components.evaluation.evaluator import evaluate_ranking
+from components.features.text_norm import normalise_text
+from components.models.content_prior import WEIGHTS, ContentPrior, blend
 from components.models.foundation import Foundation, adopt
 from components.models.scoring import RecloopScorer
-from components.training.foundation import tag_domain
+from components.training.foundation import domains_of, tag_domain
 
 HELD_OUT_DOMAIN = "held-out"  # a token no foundation learned: source catalogs scored as the target is
-WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def standardized(scores: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Each row minus its mean over its finite entries, over their standard deviation (-inf stays -inf)."""
-    s = (scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.asarray(scores))).float()
-    finite = torch.isfinite(s)
-    values = torch.where(finite, s, torch.zeros_like(s))
-    count = finite.sum(1, keepdim=True).clamp(min=1)
-    mean = values.sum(1, keepdim=True) / count
-    var = (torch.where(finite, s - mean, torch.zeros_like(s)) ** 2).sum(1, keepdim=True) / count
-    return torch.where(finite, (s - mean) / var.sqrt().clamp(min=1e-8), s)
 
 
 class BlendScorer:
-    """(1 - weight) x the model's standardized score + weight x the content prior's, per user."""
+    """(1 - weight) x the model's standardized score + weight x the content prior's, per user
+    (`models/content_prior.blend`, as a served model with a prior is scored)."""
 
     def __init__(self, model: RecloopScorer, content: ContentKNN, weight: float, name: str = "zero-shot-blend"):
         if not 0.0 <= weight <= 1.0:
@@ -50,9 +41,8 @@ class BlendScorer:
         return self
 
     def score(self, data: SplitData, users: np.ndarray, stage: str) -> torch.Tensor:
-        model = standardized(self.model.score(data, users, stage)) if self.weight < 1 else 0.0
-        content = standardized(self.content.score(data, users, stage)) if self.weight > 0 else 0.0
-        return (1 - self.weight) * model + self.weight * content
+        return blend(self.model.score(data, users, stage) if self.weight < 1 else None,
+                     self.content.score(data, users, stage) if self.weight > 0 else None, self.weight)
 
 
 @dataclass
@@ -91,3 +81,24 @@ def choose_blend_weight(foundation: Foundation, catalogs: Sequence[tuple[SplitDa
     table = {w: sum(c[w] for c in per_catalog) / len(per_catalog) for w in weights}
     best = max(weights, key=lambda w: (round(table[w], 6), -w))
     return BlendChoice(best, table, len(catalogs), per_catalog)
+
+
+def zero_shot_prior(foundation: Foundation, text: np.ndarray, catalogs: Sequence[tuple[SplitData, np.ndarray]], *,
+                    normalisation: str, history_items: int, cosine: bool, weight: float | None = None
+                    ) -> tuple[ContentPrior, dict]:
+    """The content prior a zero-shot model of the catalog with item vectors `text` is served with; (it, what to
+    record). The prior reads `text` normalised as `normalisation` says (from these vectors alone, no
+    interactions); its weight is `weight`, or when None the one `choose_blend_weight` picks on `catalogs`
+    (each normalised the same way from its own vectors), never on the target.
+    """
+    info: dict = {"normalisation": normalisation, "history_items": history_items}
+    if weight is None:
+        choice = choose_blend_weight(foundation, catalogs, history_items=history_items, cosine=cosine,
+                                     content_texts=[normalise_text(t, normalisation) for _, t in catalogs])
+        weight = choice.weight
+        info |= {"chosen_on": [",".join(domains_of(d)) for d, _ in catalogs],
+                 "valid_ndcg@10": {str(w): round(v, 5) for w, v in choice.valid_ndcg.items()}}
+    else:
+        info["chosen_on"] = "transfer.blend_weight"
+    info["weight"] = weight
+    return ContentPrior(normalise_text(text, normalisation), weight, history_items, normalisation), info

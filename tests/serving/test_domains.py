@@ -4,11 +4,13 @@ The documented commands, in process (`recloop foundation`, `ingest`, `split`, `f
 --mode zero-shot`, `package` and `promote` with `registry.domain`): a foundation pretrained on the serving
 tests' tiny MovieLens catalog, brought zero-shot to the UniSRec "Scientific" fixture (93 Amazon items with
 their text), packaged and promoted as the domain `scientific` while a real `bentoml serve` runs on the
-default champion. The registry and BentoML model names are this module's own (`shop`), so no other
+default champion; the zero-shot model carries its content prior (weight chosen on the foundation's source)
+and is served blended with it. The registry and BentoML model names are this module's own (`shop`), so no other
 server of the session sees the domain.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -102,8 +104,10 @@ def catalog(shop, tiny_dirs, tmp_path_factory) -> Path:
             "--set", f"ingest.path={REPO / 'tests' / 'fixtures' / 'unisrec'}", "--set", f"ingest.domain={DOMAIN}")
     recloop(params, folder, "split", "--set", "split.mode=given")
     recloop(params, folder, "featurize")
+    # foundation.sources as the foundation had them: the content prior's weight is chosen there.
     assert "transfer (zero-shot)" in recloop(params, folder, "transfer", "--mode", "zero-shot", "--set",
-                                             f"transfer.foundation={folder / 'models' / 'foundation'}")
+                                             f"transfer.foundation={folder / 'models' / 'foundation'}",
+                                             "--set", f"foundation.sources=[{source}]")
     assert "shop-scientific version 1 (challenger, zero-shot)" in recloop(params, folder, "package",
                                                                            "--set", f"registry.domain={DOMAIN}")
     return folder
@@ -142,6 +146,7 @@ def test_a_domain_brought_up_zero_shot_joins_a_running_service_on_reload(live, s
 
     answer = post(live.url, "/recommend", ask)
     assert (answer["domain"], answer["mode"], answer["strategy"]) == (DOMAIN, "zero-shot", "history")
+    assert answer["scoring"] == "cosine+content" and before["scoring"] == "dot"  # blended with its content prior
     assert answer["model_version"] == "1" and len(answer["items"]) == 5
     assert set(listed(answer)) <= set(items) - set(history)  # the new catalog's items, seen ones filtered
     user = pd.read_parquet(catalog / "split" / "train.parquet")["user_id"].astype(str).iloc[0]
@@ -154,8 +159,12 @@ def test_a_domain_brought_up_zero_shot_joins_a_running_service_on_reload(live, s
     assert post(live.url, "/recommend", {**default, "context": {"domain": "movies"}})["domain"] is None
     info = post(live.url, "/info", {})
     assert info["model_version"] == before["model_version"] and info["mode"] == "trained"
-    assert info["domains"] == {DOMAIN: {"model_version": "1", "mode": "zero-shot", "items": len(items),
-                                        "users": 5}}
+    prior = json.loads((catalog / "reports" / "transfer.json").read_text())["content_prior"]
+    assert info["domains"] == {DOMAIN: {"model_version": "1", "mode": "zero-shot", "scoring": "cosine+content",
+                                        "content_prior": {"weight": prior["weight"], "history_items": 10,
+                                                          "normalisation": "whiten"},
+                                        "items": len(items), "users": 5}}
+    assert info["scoring"] == "dot" and info["content_prior"] is None
     feedback = post(live.url, "/feedback", {"events": [{"user_id": user, "item_id": items.iloc[0], "event": "click",
                                                         "domain": DOMAIN}]})
     assert feedback["unknown_items"] == []  # the domain's catalog knows it

@@ -79,3 +79,22 @@ def test_combined_datasets_and_transfer_by_item_id(movielens, item_text):
     assert (target.model.tower.id_embedding.weight == source.model.tower.id_embedding.weight[:n]).all()
     blocks = target.model.blocks[0].attn.qkv.weight
     assert (blocks == source.model.blocks[0].attn.qkv.weight).all()
+
+
+def test_finetune_with_a_content_prior_saves_the_weight_validation_chose(movielens, item_text, tmp_path):
+    split_dir, features_dir = write_inputs(movielens, item_text, tmp_path)
+    models, reports = tmp_path / "models", tmp_path / "reports"
+    cfg = TINY_FINETUNE.model_copy(update={"epochs": 1, "init": "scratch", "content_prior": True})
+    finetune(TINY_MODEL, cfg, TrackingConfig(uri=None), split_dir, features_dir, models, reports, seed=0,
+             history_items=5)
+    metrics = json.loads((reports / "finetune.json").read_text())
+    prior = metrics["content_prior"]
+    tried = {float(w): v for w, v in prior["valid_ndcg@10"].items()}
+    # The model alone is a candidate, so the blend is never chosen below it.
+    assert tried[0.0] == pytest.approx(metrics["model_only_valid_ndcg@10"], abs=1e-5)
+    assert prior["weight"] == max(tried, key=tried.get) and len(tried) >= 3
+    assert metrics["valid_ndcg@10"] >= metrics["model_only_valid_ndcg@10"]
+    # Evaluate loads the model with its prior and measures what validation chose.
+    ctx = ModelContext(EvaluateConfig(models=["recloop"]), 0, movielens, features_dir, models)
+    result = evaluate_ranking(MODELS["recloop"](ctx).fit(movielens), movielens, "valid", (10,), progress=False)
+    assert result.metrics["ndcg@10"] == pytest.approx(metrics["valid_ndcg@10"])

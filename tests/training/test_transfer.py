@@ -197,14 +197,30 @@ def test_cli_pretrains_a_foundation_then_serves_an_unseen_catalog_zero_shot(sour
     assert "2 catalogs" in pretrained.output
     assert load_foundation(tmp_path / "models" / FOUNDATION_DIR).vocab.domains[:2] == ["comedies", "dramas"]
 
-    served = CliRunner().invoke(cli, ["transfer", "--mode", "zero-shot", *common,
-                                      "--set", f"transfer.foundation={tmp_path / 'models' / FOUNDATION_DIR}"])
+    zero_shot = ["transfer", "--mode", "zero-shot", *common,
+                 "--set", f"transfer.foundation={tmp_path / 'models' / FOUNDATION_DIR}"]
+    # The content prior's weight is chosen on other catalogs: with none listed, it says where to list them.
+    unlisted = CliRunner().invoke(cli, zero_shot)
+    assert unlisted.exit_code != 0 and "transfer.blend_on or foundation.sources" in unlisted.output
+    served = CliRunner().invoke(cli, [*zero_shot, "--set", f"foundation.sources=[{', '.join(listed)}]"])
     assert served.exit_code == 0, served.output
     assert "transfer (zero-shot)" in served.output and "0 of" in served.output
     report = json.loads((tmp_path / "reports" / "transfer.json").read_text())
     assert report["mode"] == "zero-shot" and report["trainable_parameters"] == 0
+    assert report["scoring"] == "cosine" and "model_only_valid_ndcg@10" in report
+    prior = report["content_prior"]  # chosen on the foundation's sources, never the target
+    assert prior["chosen_on"] == ["comedies", "dramas"] and prior["normalisation"] == "whiten"
+    assert prior["valid_ndcg@10"][str(prior["weight"])] == max(prior["valid_ndcg@10"].values())
+    assert len(prior["valid_ndcg@10"]) == 11
     served_model = load_trained(tmp_path / "models" / FINETUNED_DIR)
     assert served_model.item_ids == _movielens().items["item_id"].tolist()
+    assert served_model.prior.weight == prior["weight"] and served_model.prior.text.shape == _item_text().shape
+    fixed = CliRunner().invoke(cli, [*zero_shot, "--set", "transfer.blend_weight=0.3"])  # no catalog needed
+    assert fixed.exit_code == 0, fixed.output
+    assert load_trained(tmp_path / "models" / FINETUNED_DIR).prior.weight == 0.3
+    alone = CliRunner().invoke(cli, [*zero_shot, "--set", "transfer.content_prior=false"])
+    assert alone.exit_code == 0, alone.output
+    assert load_trained(tmp_path / "models" / FINETUNED_DIR).prior is None
     # Saved as it scores (transfer.zero_shot_scores: cosine): what the service loads compares directions only.
     model = served_model.model
     assert model.config.cosine
@@ -250,13 +266,8 @@ def test_pretrain_first_runs_the_targets_pretraining_then_the_fine_tune_and_keep
 
 def test_zero_shot_cosine_and_the_content_blend_with_a_weight_chosen_on_other_catalogs(pretrained, sources):
     from components.evaluation.baselines import ContentKNN
-    from components.training.zero_shot import (
-        WEIGHTS,
-        BlendScorer,
-        choose_blend_weight,
-        standardized,
-        zero_shot_scorer,
-    )
+    from components.models.content_prior import WEIGHTS, standardized
+    from components.training.zero_shot import BlendScorer, choose_blend_weight, zero_shot_scorer
 
     z = standardized(torch.tensor([[1.0, 2.0, 3.0, float("-inf")], [5.0, 5.0, 5.0, 5.0]]))
     assert torch.allclose(z[0, :3].mean(), torch.tensor(0.0), atol=1e-6) and z[0, 3] == float("-inf")
