@@ -28,12 +28,12 @@ def choose_own_prior(trained: TrainedModel, data: SplitData, text: np.ndarray, n
     the chosen prior and each tried weight's validation NDCG@10, and the validation metrics as served."""
     vectors = normalise_text(text, normalisation)
     tried: dict[float, dict[str, float]] = {}
-    falls = 0
+    falls, previous = 0, -1.0
     for weight in WEIGHTS:
         trained.prior = ContentPrior(vectors, weight, history_items, normalisation) if weight > 0 else None
         tried[weight] = validator(trained, data, labels)(trained.model)
         score = tried[weight]["valid_ndcg@10"]
-        falls = falls + 1 if len(tried) > 1 and score < tried[WEIGHTS[len(tried) - 2]]["valid_ndcg@10"] else 0
+        falls, previous = (falls + 1 if score < previous else 0), score
         if falls == FALLS:
             break
     best = max(tried, key=lambda w: (round(tried[w]["valid_ndcg@10"], 6), -w))
