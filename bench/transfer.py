@@ -188,23 +188,6 @@ def lm_tuned(trained, train_data, data, params: Params, cfg, row_name: str) -> d
                           "config": params.lm_tuning.model_dump(mode="json")}}
 
 
-def blended(scorer, train_data, content_text: np.ndarray, history_items: int, name: str):
-    """`scorer` blended with the content prior at the weight with the best validation NDCG@10 of the users trained
-    on (the target's own interactions: allowed once it has some); (the blend, what the JSON records)."""
-    from components.evaluation.baselines import ContentKNN
-    from components.evaluation.evaluator import evaluate_ranking
-    from components.models.content_prior import WEIGHTS
-    from components.training.zero_shot import BlendScorer
-
-    content = ContentKNN(content_text, history_items)
-    table = {w: evaluate_ranking(BlendScorer(scorer, content, w).fit(train_data), train_data, "valid", ks=(10,),
-                                 progress=False).metrics["ndcg@10"] for w in WEIGHTS}
-    best = max(WEIGHTS, key=lambda w: (round(table[w], 6), -w))
-    return BlendScorer(scorer, content, best, name), {
-        "blend_weight": best, "blend_chosen_on": "the target's trained users' validation",
-        "blend_valid_ndcg@10": {str(w): round(v, 5) for w, v in table.items()}}
-
-
 def served_ranking(trained, data, split_dir: Path, features_dir: Path, work: Path, metrics: dict,
                    batch: int = 256) -> tuple[dict[str, float], str]:
     """(HR@10 and NDCG@10, the answers' `scoring`) of the service's answers for every test target: `trained`
@@ -281,6 +264,7 @@ def main() -> None:
     from components.models.foundation import load_foundation, save_foundation
     from components.models.scoring import RecloopScorer
     from components.training.foundation import describe_sources, pretrain_foundation, tag_domain
+    from components.training.prior_weight import add_own_prior
     from components.training.stage import load_inputs
     from components.training.transfer import transfer_model
     from components.training.variants import variant
@@ -315,6 +299,7 @@ def main() -> None:
         began = time.perf_counter()
         info: dict = {}
         scorer = None
+        trained = result = None  # the rows that train: their model and loop result, for --blend-content
         if row_name == "foundation":
             datasets = []
             for source in sources:
@@ -389,7 +374,8 @@ def main() -> None:
             model = variant("recloop", params.model, params.pretrain, params.finetune, params.labels, text,
                             params.seed)
             model.fit(train_data)
-            scorer = RecloopScorer(model.trained_, "scratch")
+            trained, result = model.trained_, model.result_
+            scorer = RecloopScorer(trained, "scratch")
             info = {"epochs": {"pretrain": model.pretrain_result_.epochs, "finetune": model.result_.epochs},
                     "trainable_parameters": sum(p.numel() for p in model.trained_.model.parameters())}
             info["parameters"] = info["trainable_parameters"]
@@ -400,10 +386,12 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown row {row_name!r}: {', '.join(ROWS)}")
         train_seconds = time.perf_counter() - began
-        if args.blend_content and row_name in ("adapter", "full", "scratch"):
-            scorer, blend_info = blended(scorer, train_data, content_text, params.evaluate.content.history_items,
-                                         f"{row_name}-blend")
-            info |= blend_info | {"blend_seconds": round(time.perf_counter() - began - train_seconds, 1)}
+        # What `recloop transfer` serves with transfer.content_prior (scratch: finetune.content_prior).
+        if args.blend_content and row_name in ("adapter", "full", "scratch") and result is not None:
+            add_own_prior(trained, result, train_data, raw_text, args.content_norm,
+                          params.evaluate.content.history_items, params.labels)
+            scorer = RecloopScorer(trained, f"{row_name}-blend")
+            info |= result.after | {"blend_seconds": round(time.perf_counter() - began - train_seconds, 1)}
         metrics = info.pop("served_metrics", {})
         if scorer is not None:
             if isinstance(scorer, (RecloopScorer, BlendScorer)):

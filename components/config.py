@@ -367,14 +367,16 @@ class TransferConfig(Section):
     # foundation's catalogs, where they follow popularity); dot scores as the foundation does. Measured in
     # docs/benchmarks.md (Transfer, session 6): Scientific 0.0147 -> 0.0522 NDCG@10, Office 0.0131 -> 0.0574.
     zero_shot_scores: Literal["cosine", "dot"] = "cosine"
-    # zero-shot: blend the model's score with the content prior (text similarity to the user's last
+    # Blend the model's score with the content prior (text similarity to the user's last
     # evaluate.content.history_items items), each standardised per user, as the service then scores it
-    # (components/models/content_prior.py). The measured recipe (docs/transfer.md, benchmarks session 8):
-    # Scientific 0.0522 (cosine alone) -> 0.0718 NDCG@10 with whitened vectors and an id_dropout 0.3 foundation.
+    # (components/models/content_prior.py). Zero-shot chooses its weight on `blend_on`; adapter and full,
+    # trained on the target, on its own validation (the model alone is a candidate). The measured zero-shot
+    # recipe (docs/transfer.md, benchmarks session 8): Scientific 0.0522 (cosine alone) -> 0.0718 NDCG@10
+    # with whitened vectors and an id_dropout 0.3 foundation.
     content_prior: bool = True
     # The vectors the prior reads, from the target's own item texts (features/text_norm.py): none | standardize | whiten.
     content_norm: Literal["none", "standardize", "whiten"] = "whiten"
-    # The prior's weight; null: the one with the best validation NDCG@10 on `blend_on`, never on the target.
+    # zero-shot: the prior's weight; null: the one with the best validation NDCG@10 on `blend_on`, never the target.
     blend_weight: float | None = Field(None, ge=0, le=1)
     # The catalogs (split, features) the weight is chosen on, scored zero-shot; empty: foundation.sources.
     blend_on: list[FoundationSource] = []

@@ -22,7 +22,7 @@ from components.models.vocab import fit_vocab
 from components.tracking import Tracker
 from components.training.distributed import is_main_process
 from components.training.loop import LoopResult, Objective, configure_torch
-from components.training.prior_weight import choose_own_prior
+from components.training.prior_weight import add_own_prior
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
 
 
@@ -74,7 +74,7 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
 
     `labels` (params.labels) says which interactions are likes, for the like head and its validation AUC.
     With `cfg.content_prior` the model then gets its content prior over the users' last `history_items`
-    items (`prior_weight.choose_own_prior`), recorded in `result.after`.
+    items (`prior_weight.add_own_prior`), recorded in `result.after`.
     """
     configure_torch(cfg.threads, seed)  # fresh weights (new items' ID rows, or all) are part of what the seed fixes
     if pretrained is not None:
@@ -92,8 +92,7 @@ def finetune_model(data: SplitData, text: np.ndarray, cfg: FinetuneConfig, seed:
                  checkpoint=checkpoint, params=params, desc="finetune",
                  start_is_candidate=pretrained is not None and not learns_heads)
     if cfg.content_prior and not result.interrupted:
-        alone = {f"model_only_{k}": v for k, v in result.best_metrics.items() if k.startswith("valid_")}
-        result.after = alone | choose_own_prior(trained, data, text, cfg.content_norm, history_items, labels)
+        add_own_prior(trained, result, data, text, cfg.content_norm, history_items, labels)
     return trained, result
 
 

@@ -15,6 +15,7 @@ from components.data.dataset import SplitData
 from components.features.text_norm import normalise_text
 from components.models.artifacts import TrainedModel
 from components.models.content_prior import WEIGHTS, ContentPrior
+from components.training.loop import LoopResult
 from components.training.stage import validator
 
 # The validation curve over the weights rises to one peak and falls; two falls in a row end the search.
@@ -42,3 +43,11 @@ def choose_own_prior(trained: TrainedModel, data: SplitData, text: np.ndarray, n
         "weight": best, "normalisation": normalisation, "history_items": history_items,
         "chosen_on": "the model's own validation targets",
         "valid_ndcg@10": {str(w): round(m["valid_ndcg@10"], 5) for w, m in tried.items()}}}
+
+
+def add_own_prior(trained: TrainedModel, result: LoopResult, data: SplitData, text: np.ndarray, normalisation: str,
+                  history_items: int, labels: LabelsConfig | None = None) -> None:
+    """After training: `choose_own_prior`, recorded in `result.after` beside the model alone's validation
+    metrics (`model_only_valid_*`), which the stage's metrics then report over the best epoch's."""
+    alone = {f"model_only_{k}": v for k, v in result.best_metrics.items() if k.startswith("valid_")}
+    result.after = alone | choose_own_prior(trained, data, text, normalisation, history_items, labels)

@@ -51,6 +51,7 @@ from components.training.distributed import is_main_process
 from components.training.foundation import tag_domain
 from components.training.loop import LoopResult, Objective, configure_torch
 from components.training.pretrain import objective as pretrain_objective
+from components.training.prior_weight import add_own_prior
 from components.training.stage import CHECKPOINTS_DIR, load_inputs, run, stage_metrics, validator, write_outputs
 
 MODES = ("zero-shot", "adapter", "full")
@@ -209,9 +210,10 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
     """Bring the foundation at `foundation_dir` to the split's catalog; write models/finetuned, reports/transfer.json.
 
     With `lm.enabled` (adapter and full modes) the text encoder then learns too (LoRA,
-    `training/lm_tuning.py`) and the saved model carries the text vectors of the tuned encoder. In
-    zero-shot mode with `cfg.content_prior` the model carries its content prior (`with_content_prior`),
-    its weight chosen on `blend_on` (the stage passes transfer.blend_on, else foundation.sources).
+    `training/lm_tuning.py`) and the saved model carries the text vectors of the tuned encoder. With
+    `cfg.content_prior` the model carries its content prior: in zero-shot mode its weight is chosen on
+    `blend_on` (`with_content_prior`; the stage passes transfer.blend_on, else foundation.sources), in
+    adapter and full modes on the target's own validation, after training (`prior_weight.add_own_prior`).
     """
     blended = cfg.mode == "zero-shot" and cfg.content_prior
     if blended and cfg.blend_weight is None and not blend_on:
@@ -262,6 +264,8 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
         extra |= {"lm_tuning_steps": tuned.steps, "lm_tuning_seconds": round(tuned.seconds, 1),
                   "lm_trainable_parameters": tuned.encoder_trainable,
                   **{f"{k}_after_lm_tuning": v for k, v in after.items()}}
+    if cfg.content_prior and not result.interrupted:  # the target has interactions: its own validation chooses
+        add_own_prior(trained, result, data, text, cfg.content_norm, history_items, labels)
     metrics = stage_metrics(result, extra)
     if result.interrupted:
         tracker.finish("KILLED")

@@ -221,6 +221,20 @@ def test_cli_pretrains_a_foundation_then_serves_an_unseen_catalog_zero_shot(sour
     alone = CliRunner().invoke(cli, [*zero_shot, "--set", "transfer.content_prior=false"])
     assert alone.exit_code == 0, alone.output
     assert load_trained(tmp_path / "models" / FINETUNED_DIR).prior is None
+    # Adapter (and full) mode trains on the target: the target's own validation chooses the weight after
+    # training, the model alone a candidate, and the saved model carries what was chosen.
+    adapted = CliRunner().invoke(cli, ["transfer", "--mode", "adapter", *common, "--set", "finetune.epochs=1",
+                                       "--set", f"transfer.foundation={tmp_path / 'models' / FOUNDATION_DIR}"])
+    assert adapted.exit_code == 0, adapted.output
+    report = json.loads((tmp_path / "reports" / "transfer.json").read_text())
+    prior = report["content_prior"]
+    assert report["mode"] == "adapter" and prior["chosen_on"] == "the model's own validation targets"
+    tried = {float(w): v for w, v in prior["valid_ndcg@10"].items()}
+    assert tried[0.0] == pytest.approx(report["model_only_valid_ndcg@10"], abs=1e-5)
+    assert tried[prior["weight"]] == max(tried.values())
+    assert report["valid_ndcg@10"] == pytest.approx(tried[prior["weight"]], abs=1e-5)  # what is saved is what won
+    adapted_prior = load_trained(tmp_path / "models" / FINETUNED_DIR).prior
+    assert (adapted_prior.weight if adapted_prior is not None else 0.0) == prior["weight"]
     # Saved as it scores (transfer.zero_shot_scores: cosine): what the service loads compares directions only.
     model = served_model.model
     assert model.config.cosine
