@@ -371,8 +371,9 @@ def main() -> None:
             if args.lm_tuning and result is not None:
                 info |= lm_tuned(trained, train_data, data, params, cfg, row_name)
         elif row_name == "scratch":
-            model = variant("recloop", params.model, params.pretrain, params.finetune, params.labels, text,
-                            params.seed)
+            # The prior only with --blend-content, as for the transferred rows (finetune.content_prior is on by default).
+            finetune = params.finetune.model_copy(update={"content_prior": False})
+            model = variant("recloop", params.model, params.pretrain, finetune, params.labels, text, params.seed)
             model.fit(train_data)
             trained, result = model.trained_, model.result_
             scorer = RecloopScorer(trained, "scratch")
@@ -386,7 +387,7 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown row {row_name!r}: {', '.join(ROWS)}")
         train_seconds = time.perf_counter() - began
-        # What `recloop transfer` serves with transfer.content_prior (scratch: finetune.content_prior).
+        # What `recloop transfer` serves with transfer.content_prior, and `recloop finetune` with finetune.content_prior.
         if args.blend_content and row_name in ("adapter", "full", "scratch") and result is not None:
             add_own_prior(trained, result, train_data, raw_text, args.content_norm,
                           params.evaluate.content.history_items, params.labels)
