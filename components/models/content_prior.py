@@ -119,7 +119,8 @@ def save_prior(prior: ContentPrior, model_dir: Path) -> None:
 
 
 def load_prior(model_dir: Path) -> ContentPrior | None:
-    """The prior saved in `model_dir`, or None when the model has none (every model not made zero-shot)."""
+    """The prior saved in `model_dir`, or None when the model has none (saved without one, or validation kept
+    the model alone)."""
     path = Path(model_dir) / PRIOR_FILE
     if not path.exists():
         return None

@@ -1,6 +1,6 @@
 """A trained model behind the evaluator's `Recommender` interface: histories in, catalog scores out.
 
-A model that carries a content prior (a zero-shot transfer's, `models/content_prior.py`) is scored
+A model that carries a content prior (`models/content_prior.py`: zero-shot, or chosen after training) is scored
 blended with it, as the service scores it: evaluate measures what is served.
 """
 from __future__ import annotations

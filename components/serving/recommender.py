@@ -11,7 +11,7 @@ with one encoder call, one retrieval and one product + top-k (the service batche
 that way, components/serving/batching.py; the answers are the same). Stored states come from the model's own sequence code
 (`history_sequences`); the tests check that the request path encodes a history the same way.
 
-A model that carries a content prior (a zero-shot transfer's, `models/content_prior.py`) scores a
+A model that carries a content prior (`models/content_prior.py`: zero-shot, or chosen after training) scores a
 history by the prior's blend: (1 - w) x the model's score + w x the prior's, each standardised per user
 over the whole catalog, with the same functions the benchmark and `recloop evaluate` use, so served
 and measured scores agree (tests/serving/test_content_prior.py). It needs every item's score, so above
