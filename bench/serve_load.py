@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -74,10 +75,17 @@ end
 """
 
 
-def bench_params(work: Path, workers: int | None = None) -> tuple[Params, Path]:
+def bench_params(work: Path, workers: int | None = None, changes: Sequence[str] = ()) -> tuple[Params, Path]:
     """params.yaml with every output, the registry and the feedback log redirected into `work`
-    (and serve.workers set, when given: both servers use it)."""
+    (and serve.workers set, when given: both servers use it; `changes`, KEY=VALUE with a dotted key, applied)."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    for change in changes:
+        key, _, value = change.partition("=")
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     tree["paths"] = {**tree.get("paths", {}), **{k: str(work / k) for k in
                                                  ("canonical", "validated", "split", "features", "reports", "models")}}
     tree["registry"] = {**tree.get("registry", {}), "uri": f"sqlite:///{work / 'mlflow.db'}"}
@@ -115,6 +123,14 @@ def prepare(params: Params, epochs: int) -> None:
     print(package(params.registry, p).describe(), flush=True)
     print(promote(params.registry).describe(), flush=True)
     print(import_champion(params.registry).describe(), flush=True)
+
+
+def served_prior(model_dir: Path) -> dict | None:
+    """The served model's content prior (weight, normalisation), or None when it is scored alone."""
+    from components.models.content_prior import load_prior
+
+    prior = load_prior(model_dir)
+    return None if prior is None else prior.describe()
 
 
 def reset_log(path: Path, keep: bool) -> dict:
@@ -303,6 +319,9 @@ def main() -> None:
     parser.add_argument("--keep-log", action="store_true",
                         help="keep --work's feedback log from earlier runs (default: start from an empty one)")
     parser.add_argument("--work", type=Path, default=REPO / "bench" / "work")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml change for the served model and the service, e.g. "
+                             "finetune.content_prior=false (use a --work of its own: a prepared one is reused)")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "serving")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -310,7 +329,7 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
-    params, params_path = bench_params(work, args.workers)
+    params, params_path = bench_params(work, args.workers, args.set)
     prepare(params, args.epochs)
     log_at_start = reset_log(Path(params.serve.feedback_log), args.keep_log)
     print(f"feedback log at start: {log_at_start['bytes'] / 2**20:.1f} MiB"
@@ -371,6 +390,7 @@ def main() -> None:
                "ratio_recommend_to_trivial": ratio,
                "ratios_to_trivial": {r["name"]: r["rps"] / results[0]["rps"] for r in results[1:]},
                "serve": {k: getattr(params.serve, k) for k in ("workers", "watch_seconds", "candidates")},
+               "changes": args.set, "content_prior": served_prior(Path(params.paths.models) / "finetuned"),
                "endpoints": results, "runs": runs}
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"serve_load-{time.strftime('%Y-%m-%dT%H%M%SZ', started)}.json"

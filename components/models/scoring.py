@@ -70,7 +70,7 @@ class RecloopScorer:
             return scores
         if stage not in self.recent_:
             self.recent_[stage] = recent_items(data.history(stage), data.n_users, data.n_items, prior.history_items)
-        return prior.blend(scores, self.recent_[stage][np.asarray(users)])
+        return prior.blend(scores, prior.profiles(self.recent_[stage][np.asarray(users)]))
 
     def head_predictions(self, data: SplitData, stage: str) -> pd.DataFrame:
         """Each pair head's prediction (like probability, rating) of each `stage` target, in target order."""

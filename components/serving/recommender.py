@@ -45,7 +45,6 @@ import torch
 from components.config import ExplorationConfig
 from components.data.dataset import SplitData
 from components.features.text import TextEncoder
-from components.models.content_prior import recent_rows
 from components.models.sequences import history_sequences, profile_codes
 from components.models.vocab import codes
 from components.policy import exploration as policies
@@ -231,7 +230,7 @@ class BundleRecommender:
         scores = states @ self.table.T
         if self.prior is None:
             return scores
-        return self.prior.blend(scores, recent_rows(histories, self.n_items, self.prior.history_items))
+        return self.prior.blend(scores, self.prior.history_profiles(histories))
 
     def _best(self, states: np.ndarray, histories: Sequence[np.ndarray] | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
