@@ -243,6 +243,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
         "train_seconds": round(train_seconds, 1), "pretrain_epochs": model.pretrain_result_.epochs,
         "epochs": model.result_.epochs,
         "best_epoch": model.result_.best_epoch, "stopped_early": model.result_.stopped_early,
+        "content_prior": (model.result_.after or {}).get("content_prior"),  # finetune.content_prior's choice
         "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
         "kg_embed": None if not uses_transe else {
             **embed.model_dump(mode="json"), "seed": seed, "file": str(transe),
