@@ -181,7 +181,8 @@ def _shown(facts: list) -> list:
     return top if not kg or any(f.kind == "kg" for f in top) else [*top, kg[0]]
 
 
-def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset: str = "movielens") -> Path:
+def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset: str = "movielens",
+        extra: list[str] | None = None, tag: str = "") -> Path:
     from components.data.dataset import SplitData
     from components.evaluation.evaluator import evaluate_ranking
     from components.features.featurize import load_item_text
@@ -200,7 +201,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
     uses_transe = "KG_TRANSE" in json.dumps(VARIANTS[variant])
     changes = [f"{k}={_filled(json.dumps(v), files)}" for k, v in VARIANTS[variant].items()]
     overrides = [*source, *SPLITS[split], "tracking.uri=null", f"seed={seed}", f"pretrain.max_minutes={minutes}",
-                 f"finetune.max_minutes={minutes / 2}", f"model.sources.kg={work / 'kg'}", *changes]
+                 f"finetune.max_minutes={minutes / 2}", f"model.sources.kg={work / 'kg'}", *changes, *(extra or [])]
     params = load_params(REPO / "params.yaml", overrides)
     prep = {}
     if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
@@ -233,6 +234,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
                                  "ndcg@10": round(float(on_kg["ndcg@10"].mean()), 5)}
     row = {
         "dataset": dataset, "variant": variant, "split": split, "seed": seed, "changes": VARIANTS[variant],
+        "set": extra or [], "tag": tag,
         "users": data.n_users, "items": data.n_items,
         "cold_items": int(data.items["cold"].sum()), "kg_linked_items": int(kg_items.sum()),
         "model_linked_items": None if linked is None else int(linked.sum()),
@@ -258,7 +260,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     prefix = "" if dataset == "movielens" else f"{dataset}-"  # MovieLens results keep their names
-    out = RESULTS / f"{prefix}{split}-{variant}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
+    out = RESULTS / f"{prefix}{split}-{variant}{'-' + tag if tag else ''}-seed{seed}-{row['date'].replace(':', '').replace('+0000', 'Z')}.json"
     out.write_text(json.dumps(row, indent=1) + "\n")
     return out
 
@@ -333,13 +335,17 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0,
                         help="pretraining budget (pretrain.max_minutes); fine-tuning gets half")
     parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training params change on top of the variant's, e.g. pretrain.lr=0.001 (not the data's: "
+                             "the prepared split is cached per dataset and split)")
+    parser.add_argument("--tag", default="", help="added to the result file's name")
     parser.add_argument("--table", action="store_true", help="print the table of bench/results/fusion/ and exit")
     args = parser.parse_args()
     os.chdir(REPO)
     if args.table:
         table(args.dataset)
         return
-    print(f"wrote {run(args.variant, args.split, args.seed, args.minutes, args.root, args.dataset)}", file=sys.stderr)
+    print(f"wrote {run(args.variant, args.split, args.seed, args.minutes, args.root, args.dataset, args.set, args.tag)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
