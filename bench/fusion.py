@@ -310,7 +310,7 @@ def table(dataset: str = "movielens") -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r.get("split", "default"), r["variant"], r["seed"])):
         s, e = r["slices"], r["explanations"]
-        print(f"| {r.get('split', 'default')} | {r['variant']} | {r['seed']} "
+        print(f"| {r.get('split', 'default')} | {r['variant']}{' (' + r['tag'] + ')' if r.get('tag') else ''} | {r['seed']} "
               f"| {r['metrics']['ndcg@10']:.4f} | {r['metrics']['hr@10']:.4f} "
               f"| {s['tail_items']['ndcg@10']:.4f} | {s['cold_items']['hr@10']:.4f} ({s['cold_items']['size']}) "
               f"| {_among_cold(r)} | {s['kg_linked_items']['ndcg@10']:.4f} "
