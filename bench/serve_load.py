@@ -50,7 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from components.config import Params, load_params
+from components.config import Params, apply_overrides, load_params
 from provenance import provenance
 
 BENTOML = REPO / ".venv" / "bin" / "bentoml"
@@ -79,13 +79,7 @@ def bench_params(work: Path, workers: int | None = None, changes: Sequence[str] 
     """params.yaml with every output, the registry and the feedback log redirected into `work`
     (and serve.workers set, when given: both servers use it; `changes`, KEY=VALUE with a dotted key, applied)."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
-    for change in changes:
-        key, _, value = change.partition("=")
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+    apply_overrides(tree, changes)
     tree["paths"] = {**tree.get("paths", {}), **{k: str(work / k) for k in
                                                  ("canonical", "validated", "split", "features", "reports", "models")}}
     tree["registry"] = {**tree.get("registry", {}), "uri": f"sqlite:///{work / 'mlflow.db'}"}

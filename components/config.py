@@ -781,6 +781,16 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"
 
 
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """Set each `key=value` override in a params tree (dotted keys, YAML scalars); return the keys set."""
+    keys = []
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+        keys.append(key)
+    return keys
+
+
 def _from_override(key: str, overridden: list[str]) -> bool:
     return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden)
 
@@ -803,11 +813,7 @@ def load_params(path: Path | str | None = "params.yaml", overrides: list[str] | 
             raise RecloopError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(tree, dict):
             raise RecloopError(f"{path} should hold a mapping of sections, not {type(tree).__name__}")
-    overridden = []
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-        overridden.append(key)
+    overridden = apply_overrides(tree, overrides)
     try:
         return Params.model_validate(tree)
     except ValidationError as e:
