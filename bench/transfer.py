@@ -6,8 +6,9 @@ Target: UniSRec's Scientific (the given split), or Office_Products with `--datas
 (then `scientific` may be a source). Foundation sources (--sources): other datasets with
 item text in --root: Amazon 2018 Office_Products (MiniOneRec files: sequences rebuilt from the
 valid/test rows; their train rows are missing) and MovieLens 100K (titles, genres) by default;
-`magazine` adds Magazine_Subscriptions (reviews + metadata). Never Industrial_and_Scientific: the
-same Amazon category as the target.
+`magazine` adds Magazine_Subscriptions (reviews + metadata). Industrial_and_Scientific (`industrial`,
+MiniOneRec's files as Office's) is the same Amazon category as Scientific: a source for the Office
+target only.
 
 Each source and the target are prepared once (ingest -> validate -> split -> featurize) in the
 bench's work folder (bench/work); the foundation is pretrained once per sources and params (bench/work/transfer-foundation/).
@@ -118,12 +119,17 @@ def source_overrides(name: str, root: Path) -> list[str]:
         return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=office",
                 "ingest.generic.interactions=interactions.csv", "ingest.generic.items=items.csv",
                 "ingest.generic.columns.text=text"]
+    if name == "industrial":  # Industrial_and_Scientific: a source for the Office target only
+        path = office_as_generic(root, REPO / "bench" / "work" / "transfer-raw-industrial", "Industrial_and_Scientific")
+        return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=industrial",
+                "ingest.generic.interactions=interactions.csv", "ingest.generic.items=items.csv",
+                "ingest.generic.columns.text=text"]
     if name == "magazine":
         return [*COMMON, "ingest.source=amazon", f"ingest.path={root / 'amazon2018-magazine-subscriptions'}",
                 "ingest.domain=magazines"]
     if name == "ml-100k":
         return [*COMMON, "ingest.source=movielens", f"ingest.path={root / 'ml-100k'}", "ingest.domain=movies"]
-    raise SystemExit(f"unknown source {name!r}: office, magazine, ml-100k, scientific")
+    raise SystemExit(f"unknown source {name!r}: office, industrial, magazine, ml-100k, scientific")
 
 
 def prepared(params: Params, work: Path) -> dict[str, float]:
@@ -230,8 +236,8 @@ def main() -> None:
     parser.add_argument("--row", required=True, help=f"comma-separated: {', '.join(ROWS)}")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of the target's users trained on")
     parser.add_argument("--sources", default=None,
-                        help="foundation sources: office, magazine, ml-100k, scientific (default: office,ml-100k; "
-                             "for the Office target scientific,ml-100k)")
+                        help="foundation sources: office, magazine, ml-100k, and for the Office target scientific "
+                             "and industrial (default: office,ml-100k; for the Office target scientific,ml-100k)")
     parser.add_argument("--foundation", type=Path, default=None,
                         help="the foundation folder the transfer rows adopt (default: the one keyed by the sources, "
                              "model and pretrain params; name it when those params have gained fields since)")
@@ -278,8 +284,11 @@ def main() -> None:
         name, base = dataset_overrides(args.dataset, args.root)
         target_work = REPO / "bench" / "work" / args.dataset.replace(":", "-")
     target_key = "office" if args.dataset == "office" else "scientific" if args.dataset == TARGET else None
-    if target_key in sources or (args.blend_on and target_key in args.blend_on.split(",")):
-        raise SystemExit(f"{args.dataset} is the target: it can be neither a foundation source nor a blend catalog")
+    # Industrial_and_Scientific is Scientific's own Amazon category: never a source or blend catalog for it.
+    banned = {target_key} | ({"industrial"} if target_key == "scientific" else set())
+    if banned & {*sources, *(args.blend_on.split(",") if args.blend_on else [])}:
+        raise SystemExit(f"{args.dataset} is the target: {', '.join(sorted(banned - {None}))} can be neither a "
+                         "foundation source nor a blend catalog")
     params = load_params(args.params, [*base, "tracking.uri=null", *args.overrides])
     prep = prepared(params, target_work)
     data = SplitData.load(target_work / "split")
