@@ -152,8 +152,9 @@ def few_users(data, fraction: float, seed: int):
 
 
 def foundation_dir(sources: list[str], params: Params, text_norm: str = "none") -> Path:
+    pretrain = params.foundation.pretraining(params.pretrain)  # what the foundation trains with
     key = {"sources": sources, "model": params.model.model_dump(mode="json"),
-           "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra", "threads"}), "seed": params.seed}
+           "pretrain": pretrain.model_dump(mode="json", exclude={"extra", "threads"}), "seed": params.seed}
     if text_norm != "none":  # keeps the keys of the foundations pretrained before the option
         key["text_norm"] = text_norm
     key = json.dumps(key, sort_keys=True)
@@ -317,7 +318,8 @@ def main() -> None:
                 src, src_text = load_inputs(work / "split", work / "features")
                 datasets.append((tag_domain(src, source), normalise_text(src_text, args.text_norm)))
             began = time.perf_counter()
-            found, result = pretrain_foundation(datasets, params.model, params.pretrain, params.seed)
+            found, result = pretrain_foundation(datasets, params.model, params.foundation.pretraining(params.pretrain),
+                                                params.seed)
             save_foundation(found, found_dir, {"valid_ndcg@10": result.best_score, "epochs": result.epochs})
             info = {"sources": describe_sources(datasets), "epochs": result.epochs, "best_epoch": result.best_epoch,
                     "valid_ndcg@10": round(result.best_score, 5), "transferable_parameters": found.parameters(),
@@ -424,6 +426,7 @@ def main() -> None:
                "params": {"model": params.model.model_dump(mode="json"),
                           "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
                           "finetune": params.finetune.model_dump(mode="json"),
+                          "foundation_lr": params.foundation.lr,
                           "transfer": params.transfer.model_dump(mode="json")}}
         stamp = row["date"].replace(":", "").replace("+0000", "Z")
         frac = f"-{fraction:g}" if fraction is not None else ""

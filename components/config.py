@@ -320,11 +320,20 @@ class FoundationSource(Section):
 
 
 class FoundationConfig(Section):
-    """Foundation pretraining (recloop foundation): one model over several catalogs; training knobs from `pretrain`."""
+    """Foundation pretraining (recloop foundation): one model over several catalogs; training knobs from `pretrain`
+    but the learning rate."""
 
     sources: list[FoundationSource] = []
     # Registered model the foundation is logged to as a new version (null: not registered).
     registered_model: str | None = None
+    # The foundation's pretraining learning rate (null: pretrain.lr). pretrain.lr's 0.002 suits one catalog, but a
+    # foundation pretrained at it transfers worse: zero-shot cosine on Office_Products 0.0235 against 0.0585 at
+    # 0.001, adapter at 10% of the users 0.068 against 0.073 (docs/benchmarks.md, Transfer, session 12).
+    lr: float | None = Field(0.001, gt=0)
+
+    def pretraining(self, pretrain: PretrainConfig) -> PretrainConfig:
+        """The pretrain knobs a foundation trains with: `pretrain`'s, at this section's learning rate."""
+        return pretrain if self.lr is None else pretrain.model_copy(update={"lr": self.lr})
 
 
 class LMTuningConfig(Section):

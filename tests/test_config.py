@@ -99,3 +99,11 @@ def test_cli_shows_the_effective_params(tmp_path):
     result = CliRunner().invoke(cli, ["params", "--params", str(REPO / "params.yaml"), "-s", "seed=7"])
     assert result.exit_code == 0, result.output
     assert "seed: 7" in result.output and "validate:" in result.output
+
+
+def test_a_foundation_pretrains_at_its_own_rate_unless_it_defers_to_pretrain():
+    params = load_params(REPO / "params.yaml", ["pretrain.lr=0.002", "pretrain.epochs=7"])
+    knobs = params.foundation.pretraining(params.pretrain)
+    assert (knobs.lr, knobs.epochs) == (params.foundation.lr, 7) and knobs.lr != params.pretrain.lr
+    deferred = load_params(REPO / "params.yaml", ["foundation.lr=null"])
+    assert deferred.foundation.pretraining(deferred.pretrain) == deferred.pretrain

@@ -97,9 +97,11 @@ def pretrain_foundation(datasets: list[tuple[SplitData, np.ndarray]], knobs: Mod
 
 def foundation(knobs: ModelConfig, pretrain: PretrainConfig, cfg: FoundationConfig, tracking: TrackingConfig,
                models_dir: Path, reports_dir: Path, seed: int) -> FoundationSummary:
-    """Pretrain a foundation on `cfg.sources`; write <models>/foundation and reports/foundation.json."""
+    """Pretrain a foundation on `cfg.sources` with `pretrain`'s knobs at `cfg.lr`; write <models>/foundation and
+    reports/foundation.json."""
     datasets = load_sources(cfg)
     sources = describe_sources(datasets)
+    pretrain = cfg.pretraining(pretrain)
     checkpoint = Path(models_dir) / CHECKPOINTS_DIR / "foundation.pt"
     tracker = Tracker(tracking, "foundation", enabled=is_main_process())
     params = {"stage": "foundation", "seed": seed, "model": knobs.model_dump(mode="json"),
