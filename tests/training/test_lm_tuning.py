@@ -30,3 +30,24 @@ def test_lora_steps_move_only_the_adapters_and_recompute_the_text(movielens, tra
     assert torch.equal(tower.text[~tower.has_text], text_before[~tower.has_text])  # text-less items stay zero
     with torch.no_grad():
         assert torch.isfinite(model.model.catalog()).all()
+
+
+def test_a_step_reads_only_the_vectors_the_encoder_computes_now(movielens, trained):
+    """Items outside a step's batch hold the last refresh's vectors. A softmax over fresh positives among those
+    stale negatives lets the model learn fresh-vs-stale instead of the next item (it collapsed on Scientific), so
+    a step's loss must not change whatever the stale rows hold."""
+    from components.features.text import compose_item_text
+    from components.models.sequences import training_rows
+    from components.training.lm_tuning import step_loss
+
+    model = copy.deepcopy(trained["model"])
+    net, encoder = model.model.eval(), TunableTextEncoder(TINY_TUNING).eval()  # no dropout: two equal steps
+    tokens = encoder.tokenize(compose_item_text(movielens.items).tolist())
+    batch, targets = training_rows(movielens, model.vocab, net.config.max_len, "last").batch(torch.arange(4))
+    has_text = net.tower.has_text.clone()
+    args = (tokens, batch, targets, has_text, torch.zeros(net.tower.text.shape[1]), torch.zeros(net.config.n_items))
+
+    first = step_loss(net, encoder, *args)
+    with torch.no_grad():
+        net.tower.text[has_text] = torch.randn(int(has_text.sum()), net.tower.text.shape[1])  # every row stale
+    assert torch.isfinite(first) and torch.allclose(step_loss(net, encoder, *args), first)
