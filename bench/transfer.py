@@ -75,6 +75,10 @@ COMMON = ["validate.min_timestamp=0", "validate.min_value=null", "validate.max_v
           "split.time.cutoff=null", "split.mode=loo", "validate.min_interactions=100"]
 
 
+# The MiniOneRec categories a source name stands for (amazon2018-office-industrial-minionerec).
+MINIONEREC = {"office": "Office_Products", "industrial": "Industrial_and_Scientific"}
+
+
 def office_as_generic(root: Path, out: Path, category: str = "Office_Products") -> Path:
     """MiniOneRec's valid/test rows as a generic interactions + items CSV pair (their train split is missing).
 
@@ -114,14 +118,9 @@ def source_overrides(name: str, root: Path) -> list[str]:
     """Params overrides that ingest, validate and split one foundation source."""
     if name == "scientific":  # a source for the Office target only (never for itself or Industrial_and_Scientific)
         return [*dataset_overrides(TARGET, root)[1], "validate.min_interactions=100"]
-    if name == "office":
-        path = office_as_generic(root, REPO / "bench" / "work" / "transfer-raw-office")
-        return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=office",
-                "ingest.generic.interactions=interactions.csv", "ingest.generic.items=items.csv",
-                "ingest.generic.columns.text=text"]
-    if name == "industrial":  # Industrial_and_Scientific: a source for the Office target only
-        path = office_as_generic(root, REPO / "bench" / "work" / "transfer-raw-industrial", "Industrial_and_Scientific")
-        return [*COMMON, "ingest.source=generic", f"ingest.path={path}", "ingest.domain=industrial",
+    if name in MINIONEREC:  # industrial (Industrial_and_Scientific): a source for the Office target only
+        path = office_as_generic(root, REPO / "bench" / "work" / f"transfer-raw-{name}", MINIONEREC[name])
+        return [*COMMON, "ingest.source=generic", f"ingest.path={path}", f"ingest.domain={name}",
                 "ingest.generic.interactions=interactions.csv", "ingest.generic.items=items.csv",
                 "ingest.generic.columns.text=text"]
     if name == "magazine":
