@@ -185,6 +185,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
         extra: list[str] | None = None, tag: str = "") -> Path:
     from components.data.dataset import SplitData
     from components.evaluation.evaluator import evaluate_ranking
+    from components.evaluation.metrics import head_items
     from components.features.featurize import load_item_text
     from components.features.kg_embeddings import kg_embed
     from components.training.variants import RecloopVariant
@@ -229,9 +230,13 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
     slices = {s: {k: round(v, 5) for k, v in result.slices[s].items() if k in ("size", "hr@10", "ndcg@10")}
               for s in ("head_items", "tail_items", "cold_items") if s in result.slices}
     kg_items = _kg_items(work, data)
-    on_kg = per[kg_items[per["item_idx"].to_numpy()]]
-    slices["kg_linked_items"] = {"size": len(on_kg), "hr@10": round(float(on_kg["hr@10"].mean()), 5),
-                                 "ndcg@10": round(float(on_kg["ndcg@10"].mean()), 5)}
+    on_kg = kg_items[per["item_idx"].to_numpy()]
+    # The tail split by the graph's reach: what the graph can lift (linked) and what it cannot (the rest).
+    on_tail = ~head_items(data.item_popularity(), params.evaluate.head_share)[per["item_idx"].to_numpy()]
+    for name, rows in (("kg_linked_items", on_kg), ("tail_kg_linked", on_tail & on_kg),
+                       ("tail_unlinked", on_tail & ~on_kg)):
+        slices[name] = {"size": int(rows.sum()), "hr@10": round(float(per.loc[rows, "hr@10"].mean()), 5),
+                        "ndcg@10": round(float(per.loc[rows, "ndcg@10"].mean()), 5)}
     row = {
         "dataset": dataset, "variant": variant, "split": split, "seed": seed, "changes": VARIANTS[variant],
         "set": extra or [], "tag": tag,

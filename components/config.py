@@ -347,7 +347,10 @@ class LMTuningConfig(Section):
     target_modules: list[str] = ["query", "value"]  # BERT-style attention projections (MiniLM)
     steps: int = Field(200, ge=1)
     batch_size: int = Field(32, ge=1)  # sequences per step; their items' text goes through the encoder
-    lr: float = Field(1e-4, gt=0)  # the recommendation model's own weights learn at this rate too
+    lr: float = Field(1e-4, gt=0)
+    # Whether the recommendation model's own weights learn beside the adapters (at `lr`), or stay as trained
+    # while only the encoder's adapters learn to serve them.
+    train_model: bool = True
     refresh_every: int = Field(100, ge=1)  # steps between re-encoding the whole catalog with the tuned encoder
     max_length: int = Field(64, ge=8, le=512)
     max_minutes: float | None = Field(None, gt=0)  # time budget: no step starts after it (a CPU's measured runs)

@@ -14,7 +14,9 @@ learns. Meant for a GPU; on a CPU it runs, slowly, on tiny data.
 """
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +77,9 @@ def step_loss(model: Recloop, encoder: TunableTextEncoder, tokens: dict[str, tor
 
 def tune_text_encoder(trained: TrainedModel, data: SplitData, cfg: LMTuningConfig, seed: int,
                       encoder: TunableTextEncoder | None = None, threads: int | None = None) -> LMTuningResult:
-    """Train `encoder` (a fresh LoRA-wrapped packaged MiniLM by default) and `trained`'s model together on
-    the next-item loss over `data.train`; leave the model's text table re-encoded by the tuned encoder."""
+    """Train `encoder` (a fresh LoRA-wrapped packaged MiniLM by default) on the next-item loss over `data.train`,
+    with `trained`'s model learning beside it unless `cfg.train_model` is false; leave the model's text table
+    re-encoded by the tuned encoder."""
     configure_torch(threads, seed)
     encoder = encoder or TunableTextEncoder(cfg)
     model, tower = trained.model, trained.model.tower
@@ -90,27 +93,52 @@ def tune_text_encoder(trained: TrainedModel, data: SplitData, cfg: LMTuningConfi
     tokens = encoder.tokenize(texts)
     rows = training_rows(data, trained.vocab, model.config.max_len, "last")
     log_q = _inclusion_log_q(rows, model.config.n_items)
-    params = [p for p in model.parameters() if p.requires_grad] + encoder.trainable_parameters()
+    learning = [p for p in model.parameters() if p.requires_grad]
+    params = (learning if cfg.train_model else []) + encoder.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
     losses, began = [], time.perf_counter()
-    model.train()
+    # A frozen model is tuned for as it serves: without dropout, and computing no gradients of its own.
+    model.train(cfg.train_model)
     encoder.train()
-    for step in range(cfg.steps):
-        if cfg.max_minutes is not None and time.perf_counter() - began > cfg.max_minutes * 60:
-            break
-        index = torch.randperm(len(rows), generator=generator)[:cfg.batch_size]
-        batch, targets = rows.batch(index)
-        loss = step_loss(model, encoder, tokens, batch, targets, has_text, mean, log_q)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % cfg.refresh_every == 0 and step + 1 < cfg.steps:
-            tower.text = _centred(encoder.encode(texts), has_text, mean)
+    for p in learning:
+        p.requires_grad_(cfg.train_model)
+    try:
+        for step in range(cfg.steps):
+            if cfg.max_minutes is not None and time.perf_counter() - began > cfg.max_minutes * 60:
+                break
+            index = torch.randperm(len(rows), generator=generator)[:cfg.batch_size]
+            batch, targets = rows.batch(index)
+            loss = step_loss(model, encoder, tokens, batch, targets, has_text, mean, log_q)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if (step + 1) % cfg.refresh_every == 0 and step + 1 < cfg.steps:
+                tower.text = _centred(encoder.encode(texts), has_text, mean)
+    finally:
+        for p in learning:
+            p.requires_grad_(True)
     tower.text = _centred(encoder.encode(texts), has_text, mean)
     model.eval()
     return LMTuningResult(len(losses), losses, time.perf_counter() - began,
                           sum(p.numel() for p in encoder.trainable_parameters()),
                           sum(p.numel() for p in encoder.model.parameters()))
+
+
+def tune_if_better(trained: TrainedModel, data: SplitData, cfg: LMTuningConfig, seed: int,
+                   validate: Callable[[Recloop], dict[str, float]], threads: int | None = None) -> dict:
+    """`tune_text_encoder`, kept only when it raises the validation NDCG@10; otherwise the model goes back to
+    its weights and text vectors from before, as fine-tuning never returns a model worse than its start.
+    What to record: the steps, the cost, both validations and whether the tuning was kept."""
+    start, before = copy.deepcopy(trained.model.state_dict()), validate(trained.model)
+    tuned = tune_text_encoder(trained, data, cfg, seed, threads=threads)
+    after = validate(trained.model)
+    kept = after["valid_ndcg@10"] > before["valid_ndcg@10"]
+    if not kept:
+        trained.model.load_state_dict(start)
+    return {"lm_tuning_kept": kept, "lm_tuning_steps": tuned.steps, "lm_tuning_seconds": round(tuned.seconds, 1),
+            "lm_trainable_parameters": tuned.encoder_trainable,
+            **{f"{k}_before_lm_tuning": v for k, v in before.items()},
+            **{f"{k}_after_lm_tuning": v for k, v in after.items()}}

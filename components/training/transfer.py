@@ -252,18 +252,14 @@ def transfer(cfg: TransferConfig, finetune: FinetuneConfig, labels: LabelsConfig
         return TransferSummary(out_dir, cfg.mode, data.n_items, data.n_users, info["trainable_parameters"],
                                info["parameters"], 0, metrics, 0.0, tracker.run_id)
     if lm.enabled and not result.interrupted:
-        from components.training.lm_tuning import tune_text_encoder
+        from components.training.lm_tuning import tune_if_better
 
         set_trainable(trained.model, cfg.mode, cfg.adapter_trains)  # adapter mode keeps its frozen part frozen
         try:
-            tuned = tune_text_encoder(trained, data, lm, seed, threads=finetune.threads)
+            extra |= tune_if_better(trained, data, lm, seed, validator(trained, data, labels), finetune.threads)
         finally:
             for p in trained.model.parameters():
                 p.requires_grad_(True)
-        after = validator(trained, data, labels)(trained.model)
-        extra |= {"lm_tuning_steps": tuned.steps, "lm_tuning_seconds": round(tuned.seconds, 1),
-                  "lm_trainable_parameters": tuned.encoder_trainable,
-                  **{f"{k}_after_lm_tuning": v for k, v in after.items()}}
     if cfg.content_prior and not result.interrupted:  # the target has interactions: its own validation chooses
         add_own_prior(trained, result, data, text, cfg.content_norm, history_items, labels)
     metrics = stage_metrics(result, extra)

@@ -7,7 +7,7 @@ import torch
 
 from components.config import LMTuningConfig
 from components.features.lm_tuning import TunableTextEncoder
-from components.training.lm_tuning import tune_text_encoder
+from components.training.lm_tuning import tune_if_better, tune_text_encoder
 
 TINY_TUNING = LMTuningConfig(steps=2, batch_size=4, refresh_every=1, max_length=32, lr=1e-3)
 
@@ -30,6 +30,35 @@ def test_lora_steps_move_only_the_adapters_and_recompute_the_text(movielens, tra
     assert torch.equal(tower.text[~tower.has_text], text_before[~tower.has_text])  # text-less items stay zero
     with torch.no_grad():
         assert torch.isfinite(model.model.catalog()).all()
+
+
+def test_with_the_model_frozen_only_the_adapters_learn(movielens, trained):
+    model = copy.deepcopy(trained["model"])
+    before = {k: v.clone() for k, v in model.model.named_parameters()}
+    encoder = TunableTextEncoder(TINY_TUNING)
+    lora_before = {k: v.clone() for k, v in encoder.model.named_parameters() if "lora_" in k}
+
+    tune_text_encoder(model, movielens, TINY_TUNING.model_copy(update={"train_model": False}), seed=0,
+                      encoder=encoder, threads=2)
+
+    assert all(torch.equal(v, before[k]) for k, v in model.model.named_parameters())
+    assert any(not torch.equal(v, lora_before[k]) for k, v in encoder.model.named_parameters() if "lora_" in k)
+    assert all(p.requires_grad for p in model.model.parameters())  # as it was: later stages train it
+
+
+def test_tuning_that_validates_worse_is_undone_and_tuning_that_validates_better_is_kept(movielens, trained):
+    for scores, kept in (([0.30, 0.20], False), ([0.20, 0.30], True)):
+        model = copy.deepcopy(trained["model"])
+        start = {k: v.clone() for k, v in model.model.state_dict().items()}
+        validation = iter(scores)
+
+        record = tune_if_better(model, movielens, TINY_TUNING, seed=0,
+                                validate=lambda _: {"valid_ndcg@10": next(validation)}, threads=2)
+
+        assert record["lm_tuning_kept"] is kept and record["lm_tuning_steps"] == 2
+        assert record["valid_ndcg@10_before_lm_tuning"] == scores[0]
+        same = all(torch.equal(v, start[k]) for k, v in model.model.state_dict().items())
+        assert same is not kept  # undone: bit for bit the model from before, tuned text vectors and all
 
 
 def test_a_step_reads_only_the_vectors_the_encoder_computes_now(movielens, trained):
