@@ -30,7 +30,8 @@ each item's graph facts through the extra-vector door; map and kg-map = base and
 without a trained ID gets one mapped from its content (`model.id_mapping`, ID dropout 0.5; map-dropout0.1
 and kg-map-dropout0.1 with params.yaml's 0.1); transe and kg-transe = base and kg plus the entity embeddings
 PyKEEN's TransE learns from the graph alone (`recloop kg-embed`'s library function with params.yaml's kg_embed
-and the run's seed), through the extra-vector door. Training:
+and the run's seed), through the extra-vector door; kg-transe-drop = kg-transe with both graph sources dropped
+from half the items per training step (`model.source_dropout`). Training:
 the pipeline's early stopping, pretraining capped at --minutes and fine-tuning at half of it, so that
 a run stays within a few minutes on two cores.
 """
@@ -71,6 +72,10 @@ VARIANTS: dict[str, dict] = {
     # Entity embeddings pretrained on the graph alone (PyKEEN TransE), through the extra-vector door.
     "transe": {"model.sources.vectors": [{"name": "kg_transe", "path": "KG_TRANSE"}]},
     "kg-transe": {"model.use_kg": True, "model.sources.vectors": [{"name": "kg_transe", "path": "KG_TRANSE"}]},
+    # kg-transe with both graph sources dropped from half the items per step: the model must score the items the
+    # graph does not link (most of the tail) beside those it does.
+    "kg-transe-drop": {"model.use_kg": True, "model.sources.vectors": [{"name": "kg_transe", "path": "KG_TRANSE"}],
+                       "model.source_dropout": {"kg": 0.5, "kg_transe": 0.5}},
 }
 KG_SVD_DIM = 32
 # Relative to the repository (the working directory of a run), so that results name no machine path.

@@ -222,6 +222,9 @@ class ModelConfig(Section):
     # Items without a trained ID (cold; dropped IDs in training) get an ID mapped from their content sources
     # instead of none (DropoutNet / Heater); the `id_mapping` loss weight pulls the mapping to the trained rows.
     id_mapping: bool = False
+    # Share of items whose named content source (text, attributes, kg, an extra table) is dropped per training
+    # step, as `id_dropout` does the ID: items that lack a source must still be scored well beside those with it.
+    source_dropout: dict[str, float] = {}
     sources: ItemSourcesConfig = ItemSourcesConfig()
 
     @model_validator(mode="after")
@@ -232,6 +235,10 @@ class ModelConfig(Section):
             raise ValueError("the item tower needs at least one of use_id, use_text, use_attributes")
         if self.source_gates and self.source_attention:
             raise ValueError("model.source_gates and model.source_attention are two fusions: choose one")
+        if "id" in self.source_dropout:
+            raise ValueError("model.source_dropout: the ID's dropout is model.id_dropout")
+        if any(not 0 <= p <= 1 for p in self.source_dropout.values()):
+            raise ValueError(f"model.source_dropout: every share must be within [0, 1], got {self.source_dropout}")
         return self
 
 

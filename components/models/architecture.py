@@ -56,6 +56,7 @@ def recloop_config(knobs: ModelConfig, vocab: Vocab, n_items: int, text_dim: int
         source_gates=knobs.source_gates,
         source_attention=knobs.source_attention,
         id_mapping=knobs.id_mapping,
+        source_dropout=dict(knobs.source_dropout),
         cosine=False,  # trained models score by dot product; `foundation.adopt` sets it for zero-shot
         encoder=knobs.encoder,
         filter_alpha=knobs.filter_alpha,

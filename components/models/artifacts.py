@@ -50,7 +50,7 @@ RENAMED_WEIGHTS = {"like_head.": "task_heads.like.", "rating_head.": "task_heads
 ADDED_CONFIG_FIELDS = {"encoder": "attention", "filter_alpha": 0.7, "filter_c": 5, "positions": "absolute",
                        "use_kg": False, "kg_relations": [], "n_entities": 0, "kg_neighbours": 16, "kg_two_hop": 16,
                        "extra_sources": {}, "source_gates": False,
-                       "source_attention": False, "id_mapping": False, "cosine": False}
+                       "source_attention": False, "id_mapping": False, "source_dropout": {}, "cosine": False}
 
 
 @dataclass

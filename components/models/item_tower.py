@@ -12,7 +12,8 @@ Sources, in this order (`ItemTower.source_names`):
   knowledge-graph embeddings, each through an adapter shaped like the text's.
 
 Every source gives (*, D) vectors and is zero for the items that lack it (never the adapter's bias),
-so an item without a source simply goes without. With `id_mapping` an item without a trained ID
+so an item without a source simply goes without; `source_dropout` drops a source from a share of the items at
+each training step, so the model learns to score those without it beside those with it. With `id_mapping` an item without a trained ID
 (cold, or its ID dropped in training) gets a generated one instead of zero: `IdMapping` maps its
 other sources into the ID space (DropoutNet / Heater), so it is scored like the trained items around
 it. The fusion is the sum; with `source_gates` each
@@ -143,6 +144,10 @@ class ItemTower(nn.Module):
         self.attention = SourceAttention(config, len(self.source_names())) if config.source_attention else None
         # Last, so that the other parameters initialise as they did before it existed.
         content = len(self.source_names()) - 1
+        unknown = set(config.source_dropout) - set(self.source_names()[1 if config.use_id else 0:])
+        if unknown:
+            raise ValueError(f"model.source_dropout names {sorted(unknown)}, which this tower does not have: "
+                             f"{self.source_names()}")
         self.id_mapping = IdMapping(config, content) if config.id_mapping and config.use_id and content else None
         # Catalog data, saved with the weights so a loaded model scores without the feature files.
         self.register_buffer("text", torch.zeros(n, config.text_dim))
@@ -250,6 +255,12 @@ class ItemTower(nn.Module):
             out["kg"] = (self.kg_vectors(items), self.has_kg[items])
         for name in self.vector_adapters:
             out[name] = (self.extra_vectors(name, items), getattr(self, f"has_vectors_{name}")[items])
+        if self.training:
+            for name, share in self.config.source_dropout.items():
+                if share > 0:
+                    keep = torch.rand(items.shape, device=items.device) >= share
+                    vectors, present = out[name]
+                    out[name] = (vectors * keep.unsqueeze(-1), present & keep)
         return out
 
     def gate_values(self) -> torch.Tensor | None:

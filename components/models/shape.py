@@ -55,4 +55,5 @@ class RecloopConfig:
     source_gates: bool  # a learned gate per source instead of the plain sum
     source_attention: bool  # per-item attention over the sources an item has, instead of the sum
     id_mapping: bool  # items without a trained ID get one mapped from their content sources (`IdMapping`)
+    source_dropout: dict[str, float]  # content source name -> share of items that go without it per training step
     cosine: bool  # item and user vectors have unit length, so scores are cosines (a zero-shot catalog)

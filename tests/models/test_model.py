@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from causality import assert_causal_and_padding_blind
 from recloop_data import TINY_MODEL
@@ -40,6 +41,24 @@ def test_id_dropout_only_in_training_and_catalog_masks(movielens, item_text):
     assert cold.any() and not tower.has_id[cold].any()  # never-trained items get no ID vector
     assert (tower.id_vectors(items)[cold] == 0).all()
     assert tower.has_text.all()  # every movie has a title
+
+
+def test_source_dropout_drops_a_named_source_from_some_items_in_training_only(movielens, item_text):
+    model, _ = tiny(movielens, item_text, id_dropout=0.0, source_dropout={"attributes": 0.5})
+    plain, _ = tiny(movielens, item_text, id_dropout=0.0)  # the same seed: the same weights
+    items = torch.arange(movielens.n_items)
+    with torch.no_grad():
+        assert torch.equal(model.tower(items), plain.tower(items))  # eval: every source kept
+        model.train()
+        torch.manual_seed(1)
+        attributes, present = model.tower.content_vectors(items)["attributes"]
+        text, has_text = model.tower.content_vectors(items)["text"]
+    had = (model.tower.attributes > 0).any(-1)
+    dropped = had & ~present
+    assert 0.35 < dropped.float().sum() / had.sum() < 0.65  # about half of the items with attributes
+    assert (attributes[dropped] == 0).all() and torch.equal(has_text, model.tower.has_text)  # text untouched
+    with pytest.raises(ValueError, match="does not have"):
+        tiny(movielens, item_text, source_dropout={"kg": 0.5})  # no graph in this tower
 
 
 def test_sampled_softmax_with_every_item_once_equals_full_softmax(movielens, item_text):
