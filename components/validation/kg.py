@@ -76,6 +76,7 @@ class KGValidation:
     graph: KnowledgeGraph
     triples: TableOutcome
     links: TableOutcome
+    catalog_items: int  # the items the graph was validated against: what a kept link's share is of
 
     def quarantine(self) -> pd.DataFrame:
         return pd.concat([self.triples.quarantine, self.links.quarantine], ignore_index=True)
@@ -87,7 +88,8 @@ class KGValidation:
         graph = self.graph
         return {
             "triples_in": self.triples.rows_in, "triples": len(graph.triples),
-            "links_in": self.links.rows_in, "links": len(graph.links),
+            "links_in": self.links.rows_in, "links": len(graph.links), "catalog_items": self.catalog_items,
+            "linked_share": round(len(graph.links) / max(self.catalog_items, 1), 4),
             "entities": int(pd.concat([graph.triples["head"], graph.triples["tail"]]).nunique()),
             "relations": {r: int(n) for r, n in graph.triples["relation"].value_counts().sort_index().items()},
             "quarantined": {f"{c.table}: {c.reason}": c.quarantined
@@ -97,7 +99,8 @@ class KGValidation:
     def describe(self) -> str:
         m = self.metrics()
         return (f"knowledge graph: {m['triples']:,} of {m['triples_in']:,} triples, {m['links']:,} of "
-                f"{m['links_in']:,} item links kept, {m['entities']:,} entities, {len(m['relations'])} relations; "
+                f"{m['links_in']:,} item links kept ({m['linked_share']:.0%} of the catalog's {m['catalog_items']:,} "
+                f"items), {m['entities']:,} entities, {len(m['relations'])} relations; "
                 f"quarantined {sum(m['quarantined'].values()):,} rows")
 
 
@@ -107,7 +110,7 @@ def validate_kg(graph: KnowledgeGraph, catalog: pd.Series, relations: list[str] 
     clean = triples.clean
     entities = pd.Series(pd.unique(pd.concat([clean["head"], clean["tail"]])))
     links = split_rows("kg_links", graph.links, link_checks(graph.links, catalog.astype(str), entities))
-    return KGValidation(KnowledgeGraph(clean, links.clean), triples, links)
+    return KGValidation(KnowledgeGraph(clean, links.clean), triples, links, int(catalog.nunique()))
 
 
 def _markdown(result: KGValidation) -> str:

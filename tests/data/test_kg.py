@@ -73,6 +73,9 @@ def test_kg_stage_writes_the_clean_graph_quarantine_and_report(tmp_path):
     assert quarantine["reason"].tolist() == ["dangling link: unknown item"] and "999999" in quarantine["row"][0]
     report = json.loads((tmp_path / "kg" / REPORT_JSON).read_text())
     assert report["links"] == 150 and report["relations"]["film.film.director"] == 161
+    n = catalog().nunique()  # how much of the catalog the graph can reach: what it can lift, and what not
+    assert report["catalog_items"] == n and report["linked_share"] == round(150 / n, 4)
+    assert f"of the catalog's {n:,} items" in result.describe()
     assert "dangling link: unknown item" in (tmp_path / "kg" / REPORT_MD).read_text()
     # A graph of another catalog loses (nearly) every link: the stage stops and says why.
     pd.DataFrame({"item_id": ["a", "b"]}).to_parquet(items)
