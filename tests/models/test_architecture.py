@@ -28,6 +28,8 @@ def changed(name: str, value):
         return "bsarec"
     if name == "positions":
         return "relative"
+    if name == "source_dropout":
+        return {"attributes": 0.5}
     return value / 2 if isinstance(value, float) else value + 1
 
 
