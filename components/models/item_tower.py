@@ -12,11 +12,11 @@ Sources, in this order (`ItemTower.source_names`):
   knowledge-graph embeddings, each through an adapter shaped like the text's.
 
 Every source gives (*, D) vectors and is zero for the items that lack it (never the adapter's bias),
-so an item without a source simply goes without; `source_dropout` drops a source from a share of the items at
-each training step, so the model learns to score those without it beside those with it. With `id_mapping` an item without a trained ID
-(cold, or its ID dropped in training) gets a generated one instead of zero: `IdMapping` maps its
-other sources into the ID space (DropoutNet / Heater), so it is scored like the trained items around
-it. The fusion is the sum; with `source_gates` each
+so an item without a source simply goes without; `source_dropout` drops a source from a share of the
+items at each training step, so the model learns to score those without it beside those with it. With
+`id_mapping` an item without a trained ID (cold, or its ID dropped in training) gets a generated one
+instead of zero: `IdMapping` maps its other sources into the ID space (DropoutNet / Heater), so it is
+scored like the trained items around it. The fusion is the sum; with `source_gates` each
 source's vector is scaled by a learned gate 2·sigmoid(g), which starts at 1 (the plain sum); with
 `source_attention` each item weighs the sources it has by attention (`SourceAttention`), which also
 starts as the plain sum. The catalog's own data (text vectors, attribute codes, KG neighbourhoods,
@@ -142,12 +142,12 @@ class ItemTower(nn.Module):
                                               for name, width in config.extra_sources.items()})
         self.gates = nn.Parameter(torch.zeros(len(self.source_names()))) if config.source_gates else None
         self.attention = SourceAttention(config, len(self.source_names())) if config.source_attention else None
-        # Last, so that the other parameters initialise as they did before it existed.
-        content = len(self.source_names()) - 1
         unknown = set(config.source_dropout) - set(self.source_names()[1 if config.use_id else 0:])
         if unknown:
             raise ValueError(f"model.source_dropout names {sorted(unknown)}, which this tower does not have: "
                              f"{self.source_names()}")
+        # Last, so that the other parameters initialise as they did before it existed.
+        content = len(self.source_names()) - 1
         self.id_mapping = IdMapping(config, content) if config.id_mapping and config.use_id and content else None
         # Catalog data, saved with the weights so a loaded model scores without the feature files.
         self.register_buffer("text", torch.zeros(n, config.text_dim))
