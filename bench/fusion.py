@@ -229,7 +229,8 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
     began = time.perf_counter()
     model.fit(data)
     train_seconds = time.perf_counter() - began
-    result = evaluate_ranking(model, data, "test", ks=(10,), progress=False)
+    head_share = params.evaluate.head_share  # one value for the evaluator's tail slice and the graph's split of it
+    result = evaluate_ranking(model, data, "test", ks=(10,), progress=False, head_share=head_share)
     linked = model.trained_.model.tower.has_kg.numpy() if params.model.use_kg else None
     per = result.per_target
     slices = {s: {k: round(v, 5) for k, v in result.slices[s].items() if k in ("size", "hr@10", "ndcg@10")}
@@ -237,7 +238,7 @@ def run(variant: str, split: str, seed: int, minutes: float, root: Path, dataset
     kg_items = _kg_items(work, data)
     on_kg = kg_items[per["item_idx"].to_numpy()]
     # The tail split by the graph's reach: what the graph can lift (linked) and what it cannot (the rest).
-    on_tail = ~head_items(data.item_popularity(), params.evaluate.head_share)[per["item_idx"].to_numpy()]
+    on_tail = ~head_items(data.item_popularity(), head_share)[per["item_idx"].to_numpy()]
     for name, rows in (("kg_linked_items", on_kg), ("tail_kg_linked", on_tail & on_kg),
                        ("tail_unlinked", on_tail & ~on_kg)):
         slices[name] = {"size": int(rows.sum()), "hr@10": round(float(per.loc[rows, "hr@10"].mean()), 5),
