@@ -10,6 +10,7 @@ from components.evaluation.evaluator import evaluate_ranking
 from components.evaluation.protocol import Recommender
 from components.models.artifacts import ITEM_VECTORS_FILE, load_trained, save_trained
 from components.models.scoring import RecloopScorer, load_finetuned_scorer
+from components.models.sequences import history_sequences
 
 
 def test_learns_and_beats_most_popular(movielens, trained):
@@ -31,6 +32,19 @@ def test_save_then_load_scores_identically(movielens, trained, tmp_path):
     vectors = np.load(tmp_path / "finetuned" / ITEM_VECTORS_FILE)
     assert vectors.shape == (movielens.n_items, trained["model"].model.config.dim)
     assert load_trained(tmp_path / "finetuned").item_ids == movielens.items["item_id"].tolist()
+
+
+def test_a_users_scores_do_not_depend_on_who_is_scored_with_them(movielens, trained):
+    # The scorer encodes histories in batches of similar length: a user's scores must be the ones
+    # their history alone gives, whatever the lengths of the others in the call.
+    scorer = RecloopScorer(trained["model"]).fit(movielens)
+    users = np.random.default_rng(0).permutation(movielens.n_users)[:300]
+    max_len = trained["model"].model.config.max_len
+    lengths = history_sequences(movielens, trained["model"].vocab, "test", max_len).lengths[users]
+    assert lengths.min() < 10 and lengths.max() == max_len
+    together = scorer.score(movielens, users, "test")
+    alone = torch.cat([scorer.score(movielens, users[i:i + 1], "test") for i in range(0, 300, 23)])
+    torch.testing.assert_close(together[::23], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_cold_item_lands_near_items_with_similar_text(movielens, trained):
