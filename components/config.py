@@ -271,6 +271,9 @@ class TrainingConfig(Section):
     stop_after_epoch: int | None = Field(None, ge=1)
     # Time budget: no new epoch starts once this many minutes have passed; the best epoch is kept.
     max_minutes: float | None = Field(None, gt=0)
+    # Polyak averaging: an exponential moving average of the weights, this decay per step, is what is
+    # validated, kept and saved (the optimiser still steps the raw weights); null: the raw weights.
+    weight_average: float | None = Field(None, gt=0, lt=1)
 
 
 class ExtraDataset(Section):

@@ -14,7 +14,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -107,6 +108,45 @@ class NegativeSampler:
         return Negatives(items.to(device), self.log_q)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters (Polyak averaging).
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)) after t updates, so that the average does not
+    carry the initial weights for thousands of steps. `applied()` swaps the average into the model
+    (to validate or keep it) and the trained weights back afterwards.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = list(model.parameters())
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+        self.updates += 1
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], trained)
+
+    def state(self) -> dict:
+        return {"average": self.average, "updates": self.updates}
+
+    def load(self, state: dict) -> None:
+        self.average = [a.clone() for a in state["average"]]
+        self.updates = state["updates"]
+
+
 def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, generator: torch.Generator
                    ) -> list[torch.Tensor]:
     """Batches of rows of similar length, in random order: `order` is cut into pools of POOL_BATCHES
@@ -172,6 +212,7 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
     torch.manual_seed(seed)
     order_rng = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    average = WeightAverage(model, cfg.weight_average) if cfg.weight_average else None
     result = LoopResult(rows=len(rows), epochs=0, best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, run_id = 0, None
@@ -182,6 +223,8 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if average is not None:
+            average.load(state["average"])
         # Each rank resumes its own random stream (dropout, negatives); under another world size than
         # the run that saved them, rank r takes stream r mod the saved count.
         torch.set_rng_state(state["torch_rng"][rank % len(state["torch_rng"])])
@@ -235,22 +278,26 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
             negatives = sampler.draw(device) if sampler is not None else None
             loss, losses = training_step(net, batch, targets, negatives, objective, optimizer, cfg.grad_clip,
                                          extra_loss)
+            if average is not None:
+                average.update()
             steps += 1
             for name, value in (("loss", loss), *losses.items()):
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{totals['loss'] / steps:.4f}")
 
         totals = {k: sum(t[k] for t in from_every_rank(totals)) / world_size for k in totals}
-        metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | validated()
-        metrics["epoch_seconds"] = time.perf_counter() - epoch_start
-        result.epochs = epoch + 1
-        result.history.append({"epoch": epoch + 1, **metrics})
-        score = metrics[EARLY_STOP_METRIC]
-        if score > result.best_score:
-            result.best_score, result.best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
+        # With weight averaging the average is what is validated and kept, the trained weights what goes on.
+        with average.applied() if average is not None else nullcontext():
+            metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | validated()
+            metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+            result.epochs = epoch + 1
+            result.history.append({"epoch": epoch + 1, **metrics})
+            score = metrics[EARLY_STOP_METRIC]
+            if score > result.best_score:
+                result.best_score, result.best_epoch, bad_epochs = score, epoch + 1, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
         result.stopped_early = bad_epochs >= cfg.patience
         rng_states = from_every_rank(torch.get_rng_state()) if checkpoint is not None else None
         if main:
@@ -259,6 +306,7 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
             if checkpoint is not None:
                 save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
                                  "optimizer": optimizer.state_dict(), "torch_rng": rng_states,
+                                 "average": average.state() if average is not None else None,
                                  "order_rng": order_rng.get_state(), "best_state": best_state,
                                  "best_epoch": result.best_epoch, "best_score": result.best_score,
                                  "bad_epochs": bad_epochs, "history": result.history,

@@ -8,6 +8,7 @@ from components.evaluation.baselines import MostPopular
 from components.data.dataset import SplitData
 from components.evaluation.evaluator import evaluate_ranking
 from components.training.finetune import finetune_model
+from components.training.loop import WeightAverage
 from components.training.pretrain import pretrain_model
 from components.training.stage import validator
 
@@ -55,6 +56,45 @@ def test_a_time_budget_stops_after_the_epoch_that_spends_it(movielens, item_text
     assert result.out_of_time and result.epochs == 1 and not result.interrupted
     # The test curve is only recorded beside the validation metric that picks the epoch.
     assert result.best_epoch == 1 and 0 < result.history[0]["test_ndcg@10"] < 1
+
+
+def test_weight_average_follows_the_moving_average_and_swaps_back():
+    model = torch.nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.9)
+    start = [p.detach().clone() for p in model.parameters()]
+    expected = [p.clone() for p in start]
+    for t in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        average.update()
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
+    trained = [p.detach().clone() for p in model.parameters()]
+    with average.applied():
+        for p, e in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.detach(), e)
+    for p, t in zip(model.parameters(), trained):
+        assert torch.equal(p.detach(), t)  # the trained weights are back, not the average
+
+
+def test_weight_averaged_training_keeps_the_validated_average_and_resumes_it(movielens, item_text, tmp_path):
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2, "weight_average": 0.99})
+    straight, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
+    # What was validated (the average at the best epoch) is what the stage returns.
+    assert validator(straight, movielens)(straight.model)["valid_ndcg@10"] == result.best_score
+    raw, raw_result = pretrain_model(movielens, item_text, TINY_MODEL, TINY_PRETRAIN.model_copy(update={"epochs": 2}),
+                                     seed=3)
+    assert [h["train_loss"] for h in raw_result.history] == [h["train_loss"] for h in result.history]
+    assert not torch.equal(raw.model.tower.id_embedding.weight, straight.model.tower.id_embedding.weight)
+
+    checkpoint = tmp_path / "pretrain.pt"
+    stopped = cfg.model_copy(update={"stop_after_epoch": 1})
+    pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    resumed, second = pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    assert second.resumed_from == 1 and second.best_score == result.best_score
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, straight.model.state_dict()[name]), name
 
 
 def test_sampled_softmax_with_log_q_learns(movielens, item_text):
