@@ -25,7 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model import work_dir  # noqa: E402
 from provenance import provenance  # noqa: E402
+from step import cpu_info  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +52,7 @@ def main() -> None:
     from components.training.pretrain import objective
     from components.training.stage import load_inputs, validator
 
-    work = REPO / "bench" / "work" / args.dataset.replace(":", "-").replace("/", "_")
+    work = work_dir(args.dataset, args.set)
     if not (work / "split").is_dir():
         sys.exit(f"{work} has no split: run bench/model.py --dataset {args.dataset} first")
     params = load_params(REPO / "params.yaml", args.set)
@@ -89,21 +91,12 @@ def main() -> None:
               f"{row['epoch_steps_seconds']:.1f} s an epoch + {valid_s:.1f} s validation", file=sys.stderr, flush=True)
     out = {"date": started.isoformat(timespec="seconds"), "command": " ".join(["bench/batch_cost.py", *sys.argv[1:]]),
            **provenance(), "dataset": args.dataset, "users": data.n_users, "items": data.n_items,
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "cpu_family": _cpu_family()},
+           "machine": {**cpu_info(), "platform": platform.platform(), "torch": torch.__version__},
            "load_average_end": os.getloadavg(), "warmup": args.warmup, "steps": args.steps, "cases": rows_out}
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"batch-cost-{args.dataset.replace(':', '-')}-{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
-
-
-def _cpu_family() -> str | None:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("cpu family")), None)
 
 
 if __name__ == "__main__":
