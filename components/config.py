@@ -274,6 +274,10 @@ class TrainingConfig(Section):
     # Polyak averaging: an exponential moving average of the weights, this decay per step, is what is
     # validated, kept and saved (the optimiser still steps the raw weights); null: the raw weights.
     weight_average: float | None = Field(None, gt=0, lt=1)
+    # Learning rate from lr down to 0 over the run's horizon (Li et al. 2020, "Budgeted training"):
+    # `epochs`, or with max_minutes the epochs that fit in it, re-estimated after each epoch from the
+    # epochs so far; the run then ends when the learning rate does, inside the budget. constant: lr.
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
 
 
 class ExtraDataset(Section):

@@ -158,6 +158,24 @@ def length_batches(order: torch.Tensor, lengths: torch.Tensor, size: int, genera
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def lr_factor(schedule: str, progress: float) -> float:
+    """The learning rate's multiple of its peak at `progress` (0 to 1) through the run's horizon."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def budget_horizon(epochs_done: int, epochs_this_run: int, elapsed: float, budget: float, cap: int) -> int:
+    """How many epochs the run will have in all: those done, plus as many more as fit in what is left of
+    the budget at the mean cost of this run's epochs so far, at most `cap`; when no other epoch fits it
+    is the epochs done, and the loop stops."""
+    per_epoch = elapsed / max(epochs_this_run, 1)
+    return min(cap, epochs_done + max(int((budget - elapsed) / per_epoch), 0))
+
+
 def training_step(net: torch.nn.Module, batch: SequenceBatch, targets: Targets, negatives: Negatives | None,
                   objective: Objective, optimizer: torch.optim.Optimizer, grad_clip: float | None,
                   extra_loss: Callable[[], torch.Tensor] | None = None
@@ -216,6 +234,7 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
     result = LoopResult(rows=len(rows), epochs=0, best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, run_id = 0, None
+    horizon = cfg.epochs  # the epochs the learning-rate schedule spans; a time budget may shorten it
 
     # Only the main process reads the checkpoint: no rank can resume from another epoch than the rest,
     # and the ranks need no shared disk for it.
@@ -233,6 +252,7 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
         result.epochs = result.resumed_from = state["epoch"]
         result.best_epoch, result.best_score = state["best_epoch"], state["best_score"]
         result.history, result.stopped_early = state["history"], state["stopped_early"]
+        horizon = state.get("horizon", cfg.epochs)
     if main:
         result.run_id = tracker.start(run_id)
         if state is None:
@@ -269,9 +289,13 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
         totals: dict[str, float] = {}
         steps = 0
         batches = length_batches(order, rows.lengths, rank_batch, order_rng)
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{horizon}",
                    unit="batch", disable=not main, leave=False, file=sys.stderr)
-        for index in bar:
+        for step, index in enumerate(bar):
+            if cfg.lr_schedule != "constant":
+                factor = lr_factor(cfg.lr_schedule, (epoch + step / len(batches)) / horizon)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * factor
             batch, targets = rows.batch(index)
             if device.type != "cpu":
                 batch, targets = to_device(batch, device), to_device(targets, device)
@@ -289,6 +313,8 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
         # With weight averaging the average is what is validated and kept, the trained weights what goes on.
         with average.applied() if average is not None else nullcontext():
             metrics = {f"train_{k}": v / max(steps, 1) for k, v in totals.items()} | validated()
+            if cfg.lr_schedule != "constant":
+                metrics["lr"] = optimizer.param_groups[0]["lr"]  # its last step's, what MLflow plots
             metrics["epoch_seconds"] = time.perf_counter() - epoch_start
             result.epochs = epoch + 1
             result.history.append({"epoch": epoch + 1, **metrics})
@@ -299,10 +325,15 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
             else:
                 bad_epochs += 1
         result.stopped_early = bad_epochs >= cfg.patience
+        # The main process's clock decides, so that all ranks stop after the same epoch.
+        elapsed = from_main(time.perf_counter() - start_time)
+        if cfg.max_minutes is not None and cfg.lr_schedule != "constant":
+            horizon = budget_horizon(epoch + 1, epoch + 1 - result.resumed_from, elapsed,
+                                     60 * cfg.max_minutes, cfg.epochs)
         rng_states = from_every_rank(torch.get_rng_state()) if checkpoint is not None else None
         if main:
             tracker.log_metrics(metrics, step=epoch + 1)
-            tqdm.write(epoch_line(desc, epoch + 1, cfg.epochs, metrics, result), file=sys.stderr)
+            tqdm.write(epoch_line(desc, epoch + 1, horizon, metrics, result), file=sys.stderr)
             if checkpoint is not None:
                 save_checkpoint({"fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
                                  "optimizer": optimizer.state_dict(), "torch_rng": rng_states,
@@ -310,12 +341,12 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
                                  "order_rng": order_rng.get_state(), "best_state": best_state,
                                  "best_epoch": result.best_epoch, "best_score": result.best_score,
                                  "bad_epochs": bad_epochs, "history": result.history,
-                                 "stopped_early": result.stopped_early, "run_id": result.run_id}, checkpoint)
+                                 "stopped_early": result.stopped_early, "run_id": result.run_id,
+                                 "horizon": horizon}, checkpoint)
         if not result.stopped_early and cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
             result.interrupted = True
             break
-        # The main process's clock decides, so that all ranks stop after the same epoch.
-        if cfg.max_minutes is not None and from_main(time.perf_counter() - start_time) >= 60 * cfg.max_minutes:
+        if cfg.max_minutes is not None and (epoch + 1 >= horizon or elapsed >= 60 * cfg.max_minutes):
             result.out_of_time = epoch + 1 < cfg.epochs
             break
 

@@ -8,7 +8,7 @@ from components.evaluation.baselines import MostPopular
 from components.data.dataset import SplitData
 from components.evaluation.evaluator import evaluate_ranking
 from components.training.finetune import finetune_model
-from components.training.loop import WeightAverage
+from components.training.loop import WeightAverage, budget_horizon, lr_factor
 from components.training.pretrain import pretrain_model
 from components.training.stage import validator
 
@@ -95,6 +95,50 @@ def test_weight_averaged_training_keeps_the_validated_average_and_resumes_it(mov
     assert second.resumed_from == 1 and second.best_score == result.best_score
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, straight.model.state_dict()[name]), name
+
+
+def test_learning_rate_schedules_fall_from_the_peak_to_zero():
+    for schedule in ("linear", "cosine"):
+        factors = [lr_factor(schedule, p / 10) for p in range(11)]
+        assert factors[0] == 1.0 and abs(factors[-1]) < 1e-12
+        assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert lr_factor("cosine", 0.5) == 0.5 and lr_factor("linear", 0.25) == 0.75
+    assert lr_factor("constant", 0.9) == 1.0 and lr_factor("linear", 1.5) == 0.0
+
+
+def test_a_time_budget_sets_the_epochs_the_schedule_spans():
+    # 3 epochs in 300 s of a 1,000 s budget: 7 more fit, capped by the epoch cap.
+    assert budget_horizon(3, 3, 300.0, 1000.0, cap=30) == 10
+    assert budget_horizon(3, 3, 300.0, 1000.0, cap=8) == 8
+    # Resumed after 5 epochs, 2 more in 200 s of this run: the per-epoch cost is this run's own.
+    assert budget_horizon(7, 2, 200.0, 1000.0, cap=30) == 15
+    assert budget_horizon(3, 3, 1100.0, 1000.0, cap=30) == 3  # over budget: no other epoch
+
+
+def test_a_scheduled_learning_rate_decays_per_step_and_resumes(movielens, item_text, tmp_path):
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2, "lr_schedule": "linear"})
+    straight, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
+    first, last = (h["lr"] for h in result.history)
+    # Each epoch logs its last step's rate; over two epochs the rate falls linearly to 0, half of it an epoch.
+    assert 0.5 < first / cfg.lr < 0.56 and 0 < last / cfg.lr < 0.06
+    assert abs((first - last) - 0.5 * cfg.lr) < 1e-12
+    _, constant = pretrain_model(movielens, item_text, TINY_MODEL, TINY_PRETRAIN.model_copy(update={"epochs": 2}),
+                                 seed=3)
+    assert constant.history[0]["train_loss"] != result.history[0]["train_loss"]
+
+    checkpoint = tmp_path / "pretrain.pt"
+    stopped = cfg.model_copy(update={"stop_after_epoch": 1})
+    pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    resumed, second = pretrain_model(movielens, item_text, TINY_MODEL, stopped, seed=3, checkpoint=checkpoint)
+    assert [h["lr"] for h in second.history] == [first, last]
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, straight.model.state_dict()[name]), name
+
+
+def test_a_scheduled_run_ends_when_its_budget_leaves_no_other_epoch(movielens, item_text):
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 3, "max_minutes": 1e-6, "lr_schedule": "cosine"})
+    _, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=0)
+    assert result.out_of_time and result.epochs == 1
 
 
 def test_sampled_softmax_with_log_q_learns(movielens, item_text):
