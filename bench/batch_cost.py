@@ -44,12 +44,9 @@ def main() -> None:
     import torch
 
     from components.config import load_params
-    from components.models.artifacts import TrainedModel
-    from components.models.catalog import build_model
-    from components.models.sequences import PrefixRows, training_rows
-    from components.models.vocab import fit_vocab
-    from components.training.loop import configure_torch, length_batches, training_step
-    from components.training.pretrain import objective
+    from components.models.sequences import PrefixRows
+    from components.training.loop import length_batches, training_step
+    from components.training.pretrain import fresh_model, objective
     from components.training.stage import load_inputs, validator
 
     work = work_dir(args.dataset, args.set)
@@ -61,10 +58,8 @@ def main() -> None:
     rows_out = []
     for case in args.cases.split(","):
         samples, batch_size = case.split(":")
-        configure_torch(params.pretrain.threads, params.seed)
-        vocab = fit_vocab(data, params.model.value_buckets, params.model.min_attribute_count)
-        model = build_model(params.model, data, text, vocab)
-        rows = training_rows(data, vocab, params.model.max_len, params.pretrain.windows)
+        trained, rows = fresh_model(data, text, params.model, params.pretrain, params.seed)
+        model = trained.model
         rows = PrefixRows.of(rows) if samples == "prefixes" else rows
         generator = torch.Generator().manual_seed(params.seed)
         batches = length_batches(torch.randperm(len(rows), generator=generator), rows.lengths, int(batch_size),
@@ -78,7 +73,7 @@ def main() -> None:
             training_step(model, batch, targets, None, objective(params.pretrain), optimizer, params.pretrain.grad_clip)
             timed.append(time.perf_counter() - start)
         ms = 1000 * sum(timed[args.warmup:]) / len(timed[args.warmup:])
-        validate = validator(TrainedModel(model, vocab, data.items["item_id"].astype(str).tolist()), data)
+        validate = validator(trained, data)
         model.eval()
         start = time.perf_counter()
         validate(model)

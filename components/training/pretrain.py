@@ -14,7 +14,7 @@ from components.config import ModelConfig, PretrainConfig, TrackingConfig
 from components.data.dataset import SplitData
 from components.models.artifacts import PRETRAINED_DIR, TrainedModel
 from components.models.catalog import build_model
-from components.models.sequences import training_rows
+from components.models.sequences import TrainingRows, training_rows
 from components.models.vocab import fit_vocab
 from components.tracking import Tracker
 from components.training.distributed import is_main_process
@@ -60,14 +60,20 @@ def objective(cfg: PretrainConfig) -> Objective:
     return Objective(cfg.weights.model_dump(), cfg.temperature)
 
 
+def fresh_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: PretrainConfig, seed: int
+                ) -> tuple[TrainedModel, TrainingRows]:
+    """A fresh model for `data`'s catalog (its vocabulary fitted) and the training windows it learns from."""
+    configure_torch(cfg.threads, seed)  # the initial weights are part of what the seed fixes
+    vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
+    trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
+    return trained, training_rows(data, vocab, knobs.max_len, cfg.windows)
+
+
 def pretrain_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: PretrainConfig, seed: int, *,
                    tracker: Tracker | None = None, checkpoint: Path | None = None,
                    params: dict | None = None, curve_stage: str | None = None) -> tuple[TrainedModel, LoopResult]:
     """Fit the vocabulary, build a fresh model for `data`'s catalog, and pretrain it."""
-    configure_torch(cfg.threads, seed)  # the initial weights are part of what the seed fixes
-    vocab = fit_vocab(data, knobs.value_buckets, knobs.min_attribute_count)
-    trained = TrainedModel(build_model(knobs, data, text, vocab), vocab, data.items["item_id"].astype(str).tolist())
-    rows = training_rows(data, vocab, knobs.max_len, cfg.windows)
+    trained, rows = fresh_model(data, text, knobs, cfg, seed)
     validate = validator(trained, data, curve_stage=curve_stage)
     result = run(trained, data, rows, objective(cfg), cfg, seed, validate=validate,
                  tracker=tracker, checkpoint=checkpoint, params=params, desc="pretrain")
