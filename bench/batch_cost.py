@@ -47,7 +47,7 @@ def main() -> None:
     from components.models.sequences import PrefixRows
     from components.training.loop import length_batches, training_step
     from components.training.pretrain import fresh_model, objective
-    from components.training.stage import load_inputs, validator
+    from components.training.stage import load_inputs, negative_sampler, validator
 
     work = work_dir(args.dataset, args.set)
     if not (work / "split").is_dir():
@@ -64,13 +64,15 @@ def main() -> None:
         generator = torch.Generator().manual_seed(params.seed)
         batches = length_batches(torch.randperm(len(rows), generator=generator), rows.lengths, int(batch_size),
                                  generator)
+        sampler = negative_sampler(data, model.config.n_items, params.pretrain)
         optimizer = torch.optim.AdamW(model.parameters(), lr=params.pretrain.lr)
         model.train()
         timed = []
         for index in batches[:args.warmup + args.steps]:
             start = time.perf_counter()
             batch, targets = rows.batch(index)
-            training_step(model, batch, targets, None, objective(params.pretrain), optimizer, params.pretrain.grad_clip)
+            negatives = sampler.draw(torch.device("cpu")) if sampler is not None else None
+            training_step(model, batch, targets, negatives, objective(params.pretrain), optimizer, params.pretrain.grad_clip)
             timed.append(time.perf_counter() - start)
         ms = 1000 * sum(timed[args.warmup:]) / len(timed[args.warmup:])
         validate = validator(trained, data)

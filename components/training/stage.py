@@ -98,6 +98,13 @@ def validator(trained: TrainedModel, data: SplitData, labels: LabelsConfig | Non
     return validate
 
 
+def negative_sampler(data: SplitData, n_items: int, cfg: TrainingConfig) -> NegativeSampler | None:
+    """The shared-negative sampler of a sampled softmax, or None: full softmax up to `full_softmax_max_items`."""
+    if n_items <= cfg.full_softmax_max_items:
+        return None
+    return NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)
+
+
 def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: Objective, cfg: TrainingConfig,
         seed: int, *, validate: Callable[[Recloop], dict[str, float]], tracker: Tracker | None = None,
         checkpoint: Path | None = None, params: dict | None = None, desc: str = "train",
@@ -107,9 +114,7 @@ def run(trained: TrainedModel, data: SplitData, rows: TrainingRows, objective: O
     model = trained.model
     if cfg.samples == "prefixes":
         rows = PrefixRows.of(rows)
-    sampler = None
-    if model.config.n_items > cfg.full_softmax_max_items:
-        sampler = NegativeSampler(torch.from_numpy(data.item_popularity()), cfg.sampled_negatives)
+    sampler = negative_sampler(data, model.config.n_items, cfg)
     # Anything that changes what training would do makes an old checkpoint stale.
     knobs = cfg.model_dump(mode="json", exclude={"stop_after_epoch", "threads", "max_minutes", "device"})
     state = model.state_dict()
