@@ -72,7 +72,8 @@ def main() -> None:
             start = time.perf_counter()
             batch, targets = rows.batch(index)
             negatives = sampler.draw(torch.device("cpu")) if sampler is not None else None
-            training_step(model, batch, targets, negatives, objective(params.pretrain), optimizer, params.pretrain.grad_clip)
+            training_step(model, batch, targets, negatives, objective(params.pretrain), optimizer,
+                          params.pretrain.grad_clip)
             timed.append(time.perf_counter() - start)
         ms = 1000 * sum(timed[args.warmup:]) / len(timed[args.warmup:])
         validate = validator(trained, data)
