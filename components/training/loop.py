@@ -277,9 +277,12 @@ def train(model: Recloop, rows: TrainingRows | PrefixRows, objective: Objective,
         if main:
             tracker.log_metrics(valid, step=0)
             tqdm.write(epoch_line(desc, 0, cfg.epochs, result.history[0], result), file=sys.stderr)
+        # The start is a result to keep, so a budget its validation already spent starts no epoch.
+        elapsed = from_main(time.perf_counter() - start_time)
+        result.out_of_time = cfg.max_minutes is not None and elapsed >= 60 * cfg.max_minutes
 
     for epoch in range(result.epochs, cfg.epochs):
-        if result.stopped_early:
+        if result.stopped_early or result.out_of_time:
             break
         epoch_start = time.perf_counter()
         model.train()

@@ -181,3 +181,14 @@ def test_fine_tuning_without_labels_never_ends_below_its_start(movielens, item_t
     # With ratings the heads have to learn, so the untrained heads of the start are never kept.
     _, rated = finetune_model(movielens, item_text, ruinous, seed=0, pretrained=pretrained)
     assert rated.history[0]["epoch"] == 1 and rated.best_epoch >= 1
+
+
+def test_a_budget_the_starts_validation_spent_starts_no_epoch(movielens, item_text):
+    pretrained, _ = pretrain_model(movielens, item_text, TINY_MODEL, TINY_PRETRAIN.model_copy(update={"epochs": 1}),
+                                   seed=0)
+    start = {k: v.clone() for k, v in pretrained.model.state_dict().items()}
+    spent = TINY_FINETUNE.model_copy(update={"max_minutes": 1e-6, "content_prior": False})
+    tuned, result = finetune_model(implicit(movielens), item_text, spent, seed=0, pretrained=pretrained)
+    assert result.out_of_time and result.epochs == 0 and result.best_epoch == 0
+    assert [h["epoch"] for h in result.history] == [0]
+    assert all(torch.equal(start[k], v) for k, v in tuned.model.state_dict().items())
