@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.models.dropout import Dropout, dropout
 from components.models.shape import RecloopConfig
 
 ENCODERS = ("attention", "bsarec")
@@ -52,6 +53,24 @@ def causal_low_pass(max_len: int, c: int) -> torch.Tensor:
     return weights.float()
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float) -> torch.Tensor:
+    """Attention of queries (B, H, Tq, d) over keys and values (B, H, T, d), dropout `p` on its weights.
+
+    `mask`: None for causal, else boolean (True: attend) or additive, broadcastable to (B, H, Tq, T).
+    SDPA computes it on a GPU and without dropout; with dropout on the CPU, SDPA's own arithmetic
+    (softmax(q k^T / sqrt(d) + mask), dropped, times v) runs here so that the mask comes from
+    `models/dropout.py` rather than one Bernoulli draw per weight.
+    """
+    if p == 0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=p)
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, Tq, T)
+    if mask is None:
+        t = q.shape[-2]
+        mask = torch.ones(t, k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - t)
+    scores = scores.masked_fill(~mask, -torch.inf) if mask.dtype == torch.bool else scores + mask
+    return dropout(torch.softmax(scores, dim=-1), p) @ v
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: RecloopConfig):
         super().__init__()
@@ -59,7 +78,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.dim, 3 * config.dim)
         self.proj = nn.Linear(config.dim, config.dim)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
         # Relative positions: a bias per head and distance 0..max_len-1, zero at the start (no preference).
         self.distance_bias = (nn.Parameter(torch.zeros(config.heads, config.max_len))
                               if config.positions in ("relative", "both") else None)
@@ -68,20 +87,19 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, d/H)
-        dropout = self.dropout if self.training else 0.0
         # Right padding: a real position only ever looks left, at real positions, so the causal mask suffices.
-        if self.distance_bias is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
+        mask = None
+        if self.distance_bias is not None:
             index = torch.arange(t, device=x.device)
             distance = index.unsqueeze(1) - index.unsqueeze(0)  # (T, T): query t, key s -> t - s
-            mask = self.distance_bias[:, distance.clamp(min=0)].masked_fill(distance < 0, -torch.inf)  # (H, T, T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout)
+            mask = self.distance_bias[:, distance.clamp(min=0)].masked_fill(distance < 0, -torch.inf).unsqueeze(0)
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
         return self.resid_dropout(self.proj(y))
 
     def at(self, h: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(B, D): the output at position `last[b]` of each row only (inference): one query over keys 0..last."""
+        """(B, D): the output at position `last[b]` of each row only: one query over keys 0..last (in training,
+        with `forward`'s dropout)."""
         b, t, d = h.shape
         rows = torch.arange(b, device=h.device)
         weight, bias = self.qkv.weight, self.qkv.bias  # rows: query, key, value
@@ -93,8 +111,8 @@ class CausalSelfAttention(nn.Module):
         else:
             by_distance = self.distance_bias[:, distance.clamp(min=0)].masked_fill(distance < 0, -torch.inf)  # (H, B, T)
             mask = by_distance.transpose(0, 1).unsqueeze(2)  # (B, H, 1, T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, 1, d/H)
-        return self.proj(y.reshape(b, d))
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, 1, d/H)
+        return self.resid_dropout(self.proj(y.reshape(b, d)))
 
 
 class CausalFrequencyFilter(nn.Module):
@@ -108,7 +126,7 @@ class CausalFrequencyFilter(nn.Module):
         # Derived from two knobs, so not saved: models trained before the filter load unchanged.
         self.register_buffer("low_pass", causal_low_pass(config.max_len, config.filter_c), persistent=False)
         self.proj = nn.Linear(config.dim, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
@@ -116,17 +134,17 @@ class CausalFrequencyFilter(nn.Module):
         return self.dropout(self.proj(low + self.sqrt_beta ** 2 * (x - low)))
 
     def at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(B, D): the output at position `last[b]` of each row only (inference): its low-pass row `last`."""
+        """(B, D): the output at position `last[b]` of each row only: its low-pass row `last`."""
         low = torch.einsum("bs,bsd->bd", self.low_pass[last, :x.shape[1]], x)
         here = x[torch.arange(len(x), device=x.device), last]
-        return self.proj(low + self.sqrt_beta ** 2 * (here - low))
+        return self.dropout(self.proj(low + self.sqrt_beta ** 2 * (here - low)))
 
 
 class MLP(nn.Module):
     def __init__(self, config: RecloopConfig):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(),
-                                 nn.Linear(4 * config.dim, config.dim), nn.Dropout(config.dropout))
+                                 nn.Linear(4 * config.dim, config.dim), Dropout(config.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -155,8 +173,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
     def at(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(B, D): `forward(x)` at position `last[b]` of each row, computed there only (inference); the
-        keys and values still read every position."""
+        """(B, D): `forward(x)` at position `last[b]` of each row, computed there only; the keys and values
+        still read every position."""
         h = self.ln_1(x)
         out = x[torch.arange(len(x), device=x.device), last] + self.attn.at(h, last)
         if self.filter is not None:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.models.dropout import Dropout
 from components.models.encoder import Block
 from components.models.item_tower import ItemTower
 from components.models.shape import RecloopConfig
@@ -93,6 +94,7 @@ class Supervised:
     hidden: torch.Tensor  # (M, D) hidden states
     target: torch.Tensor  # (M,) next item_idx
     target_vectors: torch.Tensor  # (M, D) the next items' vectors
+    negative_vectors: torch.Tensor | None  # (K, D) the shared negatives' vectors; None with the full softmax
     likes: torch.Tensor  # (M,) 1.0 / 0.0; NaN = no like label
     ratings: torch.Tensor  # (M,) explicit rating; NaN = not rated
     tower: ItemTower
@@ -116,7 +118,7 @@ class RetrievalHead(nn.Module):
         if negatives is None:
             return full_softmax_cross_entropy(h, s.table, target)
         positive = (h * s.target_vectors).sum(-1, keepdim=True) - negatives.log_q[target].unsqueeze(-1)
-        negative = h @ s.tower(negatives.items).T - negatives.log_q[negatives.items]  # (M, K)
+        negative = h @ s.negative_vectors.T - negatives.log_q[negatives.items]  # (M, K)
         # A negative that is the row's own target is not a negative.
         negative = negative.masked_fill(negatives.items.unsqueeze(0) == target.unsqueeze(1), -torch.inf)
         logits = torch.cat([positive, negative], dim=1)
@@ -271,7 +273,7 @@ class Recloop(nn.Module):
         if config.use_profile:
             self.domain = nn.Embedding(config.n_domains, d, padding_idx=0)
             self.profile = nn.ModuleList(nn.Embedding(size, d, padding_idx=0) for size in config.profile_sizes)
-        self.input_dropout = nn.Dropout(config.dropout)
+        self.input_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(d)
         self.task_heads = nn.ModuleDict({name: head(config) for name, head in HEADS.items()})
@@ -309,12 +311,13 @@ class Recloop(nn.Module):
         return self.ln_f(x)
 
     def encode_last(self, batch: SequenceBatch, item_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, D): `encode`'s hidden state at each row's last real position, for serving (inference: no dropout).
+        """(B, D): `encode`'s hidden state at each row's last real position.
 
-        Serving reads a user's state there only, so the last block runs its query, output projection,
-        filter and MLP at that one position, its keys and values at every position: with 2 blocks about
-        40% fewer operations than `encode` (23% less time in serving's batches of full windows), the same
-        states to float rounding (tests/models/test_encode_last.py).
+        Serving reads a user's state there only, and prefix samples are supervised there only, so the
+        last block runs its query, output projection, filter and MLP at that one position, its keys and
+        values at every position: with 2 blocks about 40% fewer operations than `encode` (23% less time
+        in serving's batches of full windows), the same states to float rounding
+        (tests/models/test_encode_last.py); in training, under the same dropout.
         """
         *early, final = self.blocks
         x = self._inputs(batch, item_vectors)
@@ -359,21 +362,39 @@ class Recloop(nn.Module):
     def forward(self, batch: SequenceBatch, targets: Targets | None = None, negatives: Negatives | None = None,
                 tasks: tuple[str, ...] = ("retrieval",), temperature: float = 0.07,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Hidden states (B, T, D) and, given targets, the unweighted loss of each head in `tasks`.
+        """Without targets, the hidden states (B, T, D); with them, the supervised positions' (M, D) and
+        the unweighted loss of each head in `tasks`.
 
         Without `negatives` the retrieval loss is a full softmax over the catalog; with them, a
         sampled softmax (see `RetrievalHead`). `temperature` is the ID-text alignment's.
         """
-        table = self.catalog() if negatives is None else None  # (N, D)
-        hidden = self.encode(batch, self._input_vectors(batch, table))
         if targets is None:
-            return hidden, {}
-        mask = targets.items > 0
-        target = targets.items[mask] - 1  # (M,): every position that has a next item
+            return self.encode(batch, self._input_vectors(batch, self.catalog() if negatives is None else None)), {}
+        mask = targets.items > 0  # (B, T): positions with a next item
+        rows, last = torch.arange(len(mask), device=mask.device), (batch.lengths - 1).clamp(min=0)
+        # Prefix samples are supervised at their last position only: the last block need not run elsewhere.
+        last_only = bool(mask[rows, last].sum() == mask.sum())
+        chosen = mask[rows, last] if last_only else mask  # (B,) or (B, T)
+
+        def pick(labels: torch.Tensor) -> torch.Tensor:  # (M,) labels of the supervised positions
+            return (labels[rows, last] if last_only else labels)[chosen]
+
+        target = pick(targets.items) - 1  # (M,) next item_idx
+        if negatives is None:
+            table = self.catalog()  # (N, D)
+            inputs, target_vectors, negative_vectors = self._input_vectors(batch, table), table[target], None
+        else:
+            # Each item the step reads goes through the tower once, however often it appears.
+            table = None
+            items, inverse = torch.unique(torch.cat([(batch.items.flatten() - 1).clamp(min=0), target,
+                                                     negatives.items]), return_inverse=True)
+            vectors = self.unit(self.tower(items))[inverse]
+            n, m = batch.items.numel(), len(target)
+            inputs = vectors[:n].view(*batch.items.shape, -1) * (batch.items > 0).unsqueeze(-1)  # (B, T, D)
+            target_vectors, negative_vectors = vectors[n:n + m], vectors[n + m:]
+        hidden = (self.encode_last(batch, inputs) if last_only else self.encode(batch, inputs))[chosen]  # (M, D)
         supervised = Supervised(
-            hidden=hidden[mask], target=target,
-            target_vectors=table[target] if table is not None else self.tower(target),
-            likes=targets.likes[mask], ratings=targets.ratings[mask],
+            hidden=hidden, target=target, target_vectors=target_vectors, negative_vectors=negative_vectors,
+            likes=pick(targets.likes), ratings=pick(targets.ratings),
             tower=self.tower, table=table, negatives=negatives, temperature=temperature)
         return hidden, {task: self.task_heads[task].loss(supervised) for task in tasks}
-
