@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import torch
 from recloop_data import TINY_MODEL
 from test_sequences import transitions
@@ -28,12 +29,14 @@ def test_every_transition_once_and_only_at_the_last_input(movielens):
     assert torch.isnan(targets.ratings[~real]).all() and not torch.isnan(targets.ratings[real]).all()
 
 
-def test_without_dropout_prefixes_average_to_the_windows_loss(movielens, item_text):
+@pytest.mark.parametrize("changes", [{}, {"positions": "relative"}, {"encoder": "bsarec"}])
+def test_without_dropout_prefixes_average_to_the_windows_loss(movielens, item_text, changes):
     """Causal attention on right-padded rows: a prefix's last state is the window's state at that position,
-    so the mean loss over all prefixes is the windows' mean loss; with dropout they differ."""
+    so the mean loss over all prefixes is the windows' mean loss; with dropout they differ. Prefixes run
+    the last block at their last position only (`Recloop.encode_last`), windows at every position."""
     vocab = fit_vocab(movielens, 8, 2)
     torch.manual_seed(0)
-    model = build_model(TINY_MODEL, movielens, item_text, vocab).eval()
+    model = build_model(TINY_MODEL.model_copy(update=changes), movielens, item_text, vocab).eval()
     rows = training_rows(movielens, vocab, TINY_MODEL.max_len, "last")
     windows = rows.batch(torch.arange(64))
     prefixes = PrefixRows.of(rows)
