@@ -19,7 +19,7 @@ _LEVELS = 1 << 16
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> torch.Tensor:
     """A boolean tensor of `shape`, each element True with probability 1 - round(65,536 p) / 65,536."""
-    n = max(1, shape.numel() if isinstance(shape, torch.Size) else torch.Size(shape).numel())
+    n = torch.Size(shape).numel()
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     uniforms = words.view(torch.int16)[:n].view(shape)  # each in [-32,768, 32,767], uniform
     return uniforms >= round(p * _LEVELS) - _LEVELS // 2
