@@ -77,7 +77,7 @@ def main() -> None:
                 loss.backward()
                 if rep:
                     seconds[name].append(time.perf_counter() - began)
-                losses[name] = (float(loss), float(h.grad.norm()), float(items.grad.norm()))
+                losses[name] = (float(loss.detach()), float(h.grad.norm()), float(items.grad.norm()))
         medians = {name: 1000 * statistics.median(s) for name, s in seconds.items()}
         entry = {"shape": shape, "items": n, "positions": m, "dim": DIM,
                  "ms": {name: [round(1000 * x, 2) for x in s] for name, s in seconds.items()},

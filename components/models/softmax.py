@@ -20,10 +20,10 @@ import math
 
 import torch
 
-# Logit elements per chunk: 108 rows of the embedded catalog (9,691 items), 4 MB of float32 that stay
-# in the 32 MB L3 beside the table; with exp2, 2^20 measured fastest on the 2-core EPYC (bench/step.py
-# --chunks): smaller chunks lose to per-chunk overhead, larger ones to cache misses.
-CHUNK_ELEMENTS = 1 << 20
+# Logit elements per chunk: 216 rows of the embedded catalog (9,691 items), 8 MB of float32 that
+# stay in the 32 MB L3 beside the table; 2^20-2^21 measured fastest on the 2-core EPYCs (bench/step.py
+# --chunks), smaller chunks lose to per-chunk overhead, larger ones to cache misses.
+CHUNK_ELEMENTS = 1 << 21
 LOG2E = 1.0 / math.log(2.0)
 
 
