@@ -12,7 +12,7 @@ like the plain version, no recomputation; the memory it holds is O(chunk x N + (
 The logits are computed in base 2 (h scaled by log2 e once, exp(z) = 2^(z log2 e)), so that the
 softmax's exponentials are exp2, which torch vectorises about 4x faster than exp on the CPU: 5-10% off
 the whole loss on a 2-core Zen 4 EPYC (bench/softmax.py, docs/benchmarks.md). Holding a chunk transposed,
-(N, rows), makes its first product faster but its reductions slower, and lost overall there.
+(N, rows), makes its first product faster but its reductions slower: on the larger catalogs it lost.
 """
 from __future__ import annotations
 
