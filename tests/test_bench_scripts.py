@@ -17,9 +17,10 @@ def test_each_benchmark_script_compiles(script: Path) -> None:
     compile(script.read_text(), str(script), "exec")
 
 
-def test_the_step_benchmark_answers_help() -> None:
+@pytest.mark.parametrize("script", ["step.py", "softmax.py"])
+def test_the_step_benchmarks_answer_help(script: str) -> None:
     # Imports its helpers and parses its options without running a step.
-    done = subprocess.run([sys.executable, str(BENCH / "step.py"), "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--shapes" in done.stdout
