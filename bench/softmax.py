@@ -18,28 +18,18 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provenance import provenance  # noqa: E402
-from step import BATCH, POSITIONS, SHAPES, cpu_info  # noqa: E402
+from step import BATCH, POSITIONS, SHAPES, cpu_info, module_at  # noqa: E402
 
 PATH = "components/models/softmax.py"
 DIM = 64
-
-
-def module_at(revision: str) -> types.ModuleType:
-    source = subprocess.run(["git", "show", f"{revision}:{PATH}"], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout
-    module = types.ModuleType(f"softmax_{revision}")
-    exec(compile(source, f"{revision}:{PATH}", "exec"), module.__dict__)
-    return module
 
 
 def main() -> None:
@@ -56,7 +46,7 @@ def main() -> None:
     from components.models import softmax as this
 
     torch.set_num_threads(args.threads)
-    versions = {args.against: module_at(args.against).full_softmax_cross_entropy,
+    versions = {args.against: module_at(args.against, PATH).full_softmax_cross_entropy,
                 "this tree": this.full_softmax_cross_entropy}
     started = dt.datetime.now(dt.timezone.utc)
     m = BATCH * POSITIONS

@@ -68,15 +68,19 @@ SHAPES = {
 }
 
 
-def baseline_module() -> types.ModuleType:
-    """components/models/model.py as of BASELINE, loaded from git: the step this benchmark compares against."""
-    path = "components/models/model.py"
-    source = subprocess.run(["git", "show", f"{BASELINE}:{path}"], cwd=REPO, capture_output=True, text=True,
+def module_at(revision: str, path: str) -> types.ModuleType:
+    """The module at `path` as of git `revision`, loaded from git beside this tree's."""
+    source = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=REPO, capture_output=True, text=True,
                             check=True).stdout
-    module = types.ModuleType(f"model_{BASELINE}")
+    module = types.ModuleType(f"{Path(path).stem}_{revision}")
     sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source, f"{BASELINE}:{path}", "exec"), module.__dict__)
+    exec(compile(source, f"{revision}:{path}", "exec"), module.__dict__)
     return module
+
+
+def baseline_module() -> types.ModuleType:
+    """components/models/model.py as of BASELINE: the step this benchmark compares against."""
+    return module_at(BASELINE, "components/models/model.py")
 
 
 def as_baseline(model, baseline: types.ModuleType):
