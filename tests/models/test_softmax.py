@@ -8,6 +8,7 @@ from recloop_data import TINY_MODEL
 
 from components.models.catalog import build_model
 from components.models.sequences import training_rows
+from components.models import softmax
 from components.models.softmax import full_softmax_cross_entropy
 from components.models.vocab import fit_vocab
 
@@ -108,3 +109,22 @@ def test_model_training_loss_over_padded_rows_equals_plain(movielens, item_text)
         assert (e is None) == (g is None)
         if e is not None:
             torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_rows_far_above_their_target_are_redone_exactly_in_float32(monkeypatch):
+    # Some rows have logits ~100 nats above their target's: exp(l_j - l_t) overflows float32, and
+    # those chunks take the row-maximum path; the others keep the shifted one. Both must be exact.
+    h, table, target = inputs(48, 300, 8, torch.float32, seed=5)
+    with torch.no_grad():
+        h[::7] *= 40.0
+        target[::7] = (h[::7] @ table.T).argmin(1)
+    assert ((h @ table.T).max(1).values - (h @ table.T).gather(1, target[:, None]).squeeze(1)).max() > 100
+    redone = []
+    exact_chunk = softmax._exact_chunk
+    monkeypatch.setattr(softmax, "_exact_chunk", lambda *a: redone.append(len(a[0])) or exact_chunk(*a))
+    expected = loss_and_grads(plain, h, table, target)
+    got = loss_and_grads(lambda *a: full_softmax_cross_entropy(*a, chunk_elements=300 * 4), h, table, target)
+    assert 0 < len(redone) < 48 // 4  # 4 rows per chunk: the chunks holding rows 0, 7, 14, ... only
+    assert all(torch.isfinite(g).all() for g in got)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-4)
