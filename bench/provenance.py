@@ -7,6 +7,7 @@ changes from `git diff HEAD` and the contents of untracked, not ignored, files).
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def provenance() -> dict:
         untracked = sorted(_git("ls-files", "--others", "--exclude-standard", "-z").decode().split("\0"))
         changed = _git("diff", "HEAD", "--name-only").decode().split()
     except (OSError, subprocess.CalledProcessError):
+        # A copy of the tree without git (a lent GPU machine): what `bench/recipes.py pack` recorded.
+        packed = REPO / ".device" / "provenance.json"
+        if packed.exists():
+            return json.loads(packed.read_text())
         return {"git_commit": "unknown", "git_dirty": None, "git_diff_sha256": None, "git_changed": []}
     untracked = [p for p in untracked if p]
     digest = hashlib.sha256(diff)

@@ -1,0 +1,84 @@
+"""bench/recipes.py names the commands behind docs/benchmarks.md's quality rows: each recipe must still
+train what its recorded result file trained, so a default changed later has to be pinned in the recipe."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("recipes", REPO / "bench" / "recipes.py")
+recipes = importlib.util.module_from_spec(spec)
+sys.modules["recipes"] = recipes  # dataclasses look their module up
+spec.loader.exec_module(recipes)
+from quality import dataset_overrides  # noqa: E402  (bench/, put on the path by recipes.py)
+
+
+def trained(recipe, gpu: bool, root: Path) -> dict:
+    _, base = dataset_overrides(recipe.dataset, root)
+    params = load_params(REPO / "params.yaml", [*base, "tracking.uri=null", *recipes.overrides(recipe, gpu, 42)])
+    return {"model": params.model.model_dump(mode="json"),
+            "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
+            "finetune": params.finetune.model_dump(mode="json")}
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_a_recipe_trains_what_its_result_file_recorded(name: str, tmp_path: Path) -> None:
+    recipe = recipes.RECIPES[name]
+    recorded = json.loads((REPO / "bench" / "results" / "model" / recipe.result).read_text())["params"]
+    now = trained(recipe, gpu=False, root=tmp_path)
+    assert differences(recorded, now) == {}
+
+
+def differences(recorded: dict, now: dict, at: str = "") -> dict:
+    """Recorded values that `now` changes. Knobs (and loss weights) added after the run are absent from
+    its file: their defaults leave the model as it was."""
+    found = {}
+    for key, value in recorded.items():
+        if isinstance(value, dict) and isinstance(now.get(key), dict):
+            found |= differences(value, now[key], f"{at}{key}.")
+        elif key in now and now[key] != value:
+            found[at + key] = (value, now[key])
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_on_a_gpu_a_recipe_trains_epochs_instead_of_minutes(name: str, tmp_path: Path) -> None:
+    recipe = recipes.RECIPES[name]
+    cpu, gpu = trained(recipe, False, tmp_path), trained(recipe, True, tmp_path)
+    assert cpu["pretrain"]["max_minutes"] and gpu["pretrain"]["max_minutes"] is None
+    assert {k: v for k, v in gpu["model"].items()} == cpu["model"]
+    assert "--no-curve" in recipes.command(name) and "--no-curve" not in recipes.command(name, gpu=True)
+
+
+def test_time_to_the_anchor_is_read_off_the_test_curve() -> None:
+    curve = [{"stage": "pretrain", "epoch": 1, "seconds": 10.0, "test_ndcg@10": 0.02},
+             {"stage": "pretrain", "epoch": 2, "seconds": 21.0, "test_ndcg@10": 0.05},
+             {"stage": "finetune", "epoch": 1, "seconds": 30.0, "test_ndcg@10": 0.04}]
+    assert recipes.time_to(curve, 0.05) == 21.0
+    assert recipes.time_to(curve, 0.06) is None
+
+
+def test_list_prints_every_recipe_with_its_command() -> None:
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "recipes.py"), "list"], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    for name, recipe in recipes.RECIPES.items():
+        assert f"{name}: target" in done.stdout and f"--dataset {recipe.dataset}" in done.stdout
+
+
+def test_without_git_a_result_names_the_commit_that_pack_recorded(tmp_path: Path, monkeypatch) -> None:
+    import provenance
+
+    monkeypatch.setattr(provenance, "REPO", tmp_path)  # a copy of the tree without .git, as on a lent GPU
+    assert provenance.provenance()["git_commit"] == "unknown"
+    packed = {"git_commit": "0" * 40, "git_dirty": False, "git_diff_sha256": None, "git_changed": []}
+    (tmp_path / ".device").mkdir()
+    (tmp_path / ".device" / "provenance.json").write_text(json.dumps(packed))
+    assert provenance.provenance() == packed
