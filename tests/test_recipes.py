@@ -1,5 +1,6 @@
-"""bench/recipes.py names the commands behind docs/benchmarks.md's quality rows: each recipe must still
-train what its recorded result file trained, so a default changed later has to be pinned in the recipe."""
+"""Issue 12's reproducible rows: bench/recipes.py's quality recipes must still train what their result files
+recorded (a default changed later has to be pinned in the recipe), and bench/pipeline.py reads how a fresh
+clone's training stages ended."""
 from __future__ import annotations
 
 import importlib.util
@@ -82,3 +83,19 @@ def test_without_git_a_result_names_the_commit_that_pack_recorded(tmp_path: Path
     (tmp_path / ".device").mkdir()
     (tmp_path / ".device" / "provenance.json").write_text(json.dumps(packed))
     assert provenance.provenance() == packed
+
+
+def test_the_pipeline_benchmark_says_how_each_training_stage_ended(tmp_path: Path) -> None:
+    import pipeline
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    base = {"valid_ndcg@10": 0.07, "best_epoch": 18, "epochs": 23, "train_seconds": 204.3}
+    (reports / "pretrain.json").write_text(json.dumps({**base, "stopped_early": True, "out_of_time": False}))
+    (reports / "finetune.json").write_text(json.dumps({**base, "stopped_early": False, "out_of_time": False}))
+    (reports / "metrics.json").write_text(json.dumps({"recloop": {"ndcg@10": 0.08, "hr@10": 0.15, "mrr": 0.05},
+                                                      "slice_sizes": {"tail_items": 100}}))
+    found = pipeline.summary(tmp_path)
+    assert found["stages"]["pretrain"]["ended_by"] == "early stopping"
+    assert found["stages"]["finetune"]["ended_by"] == "epoch cap"
+    assert found["test"] == {"recloop": {"ndcg@10": 0.08, "hr@10": 0.15}}
