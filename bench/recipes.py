@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -155,8 +156,6 @@ def pack(names: list[str]) -> None:
             _, base = dataset_overrides(recipe.dataset, REPO.parent / "shared" / "datasets")
             prepare(load_params(REPO / "params.yaml", [*base, *recipe.sets]), work, need_text=True)
         carry += [str((work / part).relative_to(REPO)) for part in ("split", "features")]
-    from importlib.metadata import version
-
     wheels = DEVICE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     for package in WHEELS:
