@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
-from quality import REPO, machine, peak_rss_mb, prepare  # noqa: E402
+from quality import DATASETS, REPO, machine, peak_rss_mb, prepare  # noqa: E402
 
 from components.config import KGConfig, load_params  # noqa: E402
 
@@ -345,7 +345,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--minutes", type=float, default=3.0,
                         help="pretraining budget (pretrain.max_minutes); fine-tuning gets half")
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--root", type=Path, default=DATASETS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training params change on top of the variant's, e.g. pretrain.lr=0.001 (not the data's: "
                              "the prepared split is cached per dataset and split)")

@@ -46,6 +46,20 @@ def work_dir(dataset: str, overrides: list[str]) -> Path:
     return REPO / "bench" / "work" / name
 
 
+def run_params(dataset: str, root: Path, base: Path, overrides: list[str]):
+    """(short name, Params) of a run on `dataset`: the dataset's overrides, tracking off, then the caller's."""
+    name, shaping = dataset_overrides(dataset, root)
+    return name, load_params(base, [*shaping, "tracking.uri=null", *overrides])
+
+
+def recorded_params(params) -> dict:
+    """What a result file records of the parameters that shape training."""
+    return {"model": params.model.model_dump(mode="json"),
+            "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
+            "finetune": params.finetune.model_dump(mode="json"),
+            "labels": params.labels.model_dump(mode="json")}
+
+
 def curve(fitted) -> list[dict[str, float]]:
     """Per epoch of pretraining then fine-tuning: stage, epoch, cumulative seconds, valid (and test) NDCG@10.
 
@@ -74,9 +88,7 @@ def main() -> None:
     from components.training.variants import variant
     from components.training.stage import head_metrics
 
-    name, base = dataset_overrides(args.dataset, args.root)
-    overrides = [*base, "tracking.uri=null", *args.overrides]
-    params = load_params(args.params, overrides)
+    name, params = run_params(args.dataset, args.root, args.params, args.overrides)
     work = work_dir(args.dataset, args.overrides)
     prep = {}
     if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
@@ -126,10 +138,7 @@ def main() -> None:
             "command": " ".join(["bench/model.py", *sys.argv[1:]]),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
-            "params": {"model": params.model.model_dump(mode="json"),
-                       "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
-                       "finetune": params.finetune.model_dump(mode="json"),
-                       "labels": params.labels.model_dump(mode="json")},
+            "params": recorded_params(params),
         }
         rows.append(row)
         stamp = row["date"].replace(":", "").replace("+0000", "Z")

@@ -57,6 +57,9 @@ ANCHORS: dict[str, list[Anchor]] = {
 }
 
 
+# The benchmark datasets, beside the repository.
+DATASETS = REPO.parent / "shared" / "datasets"
+
 def dataset_overrides(spec: str, root: Path) -> tuple[str, list[str]]:
     """(short name, params overrides) for a dataset spec such as s3rec:Beauty."""
     source, _, name = spec.partition(":")
@@ -120,7 +123,7 @@ def dataset_arguments(description: str) -> argparse.ArgumentParser:
     """The arguments every benchmark on public datasets takes: which dataset, where, with which params."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="s3rec:Beauty, unisrec:Scientific, movielens:/path")
-    parser.add_argument("--root", type=Path, default=REPO.parent / "shared" / "datasets",
+    parser.add_argument("--root", type=Path, default=DATASETS,
                         help="where the datasets live (default: ../shared/datasets beside the repository)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="base parameters")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -143,18 +143,16 @@ def run(name: str, gpu: bool, seed: int, results: Path, extra: tuple[str, ...] =
 
 
 def pack(names: list[str]) -> None:
-    from model import work_dir
-    from quality import dataset_overrides, prepare
-
-    from components.config import load_params
+    from model import run_params, work_dir
+    from quality import DATASETS, prepare
 
     carry = [".device"]
     for name in names:
         recipe = RECIPES[name]
         work = work_dir(recipe.dataset, list(recipe.sets))
         if not ((work / "split" / "test.parquet").exists() and (work / "features" / "item_text.npy").exists()):
-            _, base = dataset_overrides(recipe.dataset, REPO.parent / "shared" / "datasets")
-            prepare(load_params(REPO / "params.yaml", [*base, *recipe.sets]), work, need_text=True)
+            prepare(run_params(recipe.dataset, DATASETS, REPO / "params.yaml", list(recipe.sets))[1], work,
+                    need_text=True)
         carry += [str((work / part).relative_to(REPO)) for part in ("split", "features")]
     wheels = DEVICE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)

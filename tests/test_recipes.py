@@ -11,22 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from components.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("recipes", REPO / "bench" / "recipes.py")
 recipes = importlib.util.module_from_spec(spec)
 sys.modules["recipes"] = recipes  # dataclasses look their module up
 spec.loader.exec_module(recipes)
-from quality import dataset_overrides  # noqa: E402  (bench/, put on the path by recipes.py)
+from model import recorded_params, run_params  # noqa: E402  (bench/, put on the path by recipes.py)
 
 
 def trained(recipe, gpu: bool, root: Path) -> dict:
-    _, base = dataset_overrides(recipe.dataset, root)
-    params = load_params(REPO / "params.yaml", [*base, "tracking.uri=null", *recipes.overrides(recipe, gpu, 42)])
-    return {"model": params.model.model_dump(mode="json"),
-            "pretrain": params.pretrain.model_dump(mode="json", exclude={"extra"}),
-            "finetune": params.finetune.model_dump(mode="json")}
+    _, params = run_params(recipe.dataset, root, REPO / "params.yaml", recipes.overrides(recipe, gpu, 42))
+    return recorded_params(params)
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))

@@ -40,7 +40,7 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, chunk_elements: int,
                 grad_enabled: bool) -> torch.Tensor:
-        m, n, d = h.shape[0], table.shape[0], h.shape[1]
+        m, n = h.shape[0], table.shape[0]
         # Under no_grad nothing will call backward: the loss alone is wanted.
         need_h, need_table = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
         rows = max(1, min(m, chunk_elements // max(n, 1)))
