@@ -234,13 +234,18 @@ def cpu_info() -> dict:
                                f"FLOPs per FMA = {cores * mhz * 1e-3 * per_cycle:.0f} GFLOP/s"}
 
 
-def measure_sgemm(threads: int) -> float:
-    """GFLOP/s of a 2048^3 float32 matrix product: what torch's BLAS reaches on this machine."""
+def measure_gemm(threads: int, dtype: str = "float32") -> float:
+    """GFLOP/s of a 2048^3 matrix product in `dtype`: what torch's BLAS reaches on this machine.
+
+    float32 is the step's arithmetic; bfloat16 (oneDNN, native where the CPU has AVX512_BF16) is what
+    other arithmetic would reach, which the exact loss does not use.
+    """
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    out = torch.empty(2048, 2048)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(2048, 2048, dtype=kind), torch.randn(2048, 2048, dtype=kind)
+    out = torch.empty(2048, 2048, dtype=kind)
     times = []
     for _ in range(8):
         began = time.perf_counter()
@@ -295,13 +300,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "step")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--sgemm", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--gemm", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(run_case(json.loads(args.worker))))
         return
-    if args.sgemm:
-        print(json.dumps({"gflops": measure_sgemm(args.sgemm)}))
+    if args.gemm:
+        print(json.dumps({"gflops": measure_gemm(int(args.gemm[0]), args.gemm[1])}))
         return
 
     import torch
@@ -312,7 +317,8 @@ def main() -> None:
     chunks = [int(c) for c in args.chunks.split(",") if c] or [None]
     variants = [(v, c) for v in args.variants.split(",") for c in (chunks if v == "chunked" else [None])]
     cpu = cpu_info()
-    sgemm = {th: round(in_child("--sgemm", str(th))["gflops"], 1) for th in threads}
+    sgemm = {th: round(in_child("--gemm", str(th), "float32")["gflops"], 1) for th in threads}
+    bf16_gemm = {th: round(in_child("--gemm", str(th), "bfloat16")["gflops"], 1) for th in threads}
     rows = []
     for round_ in range(args.rounds):
         for shape in args.shapes.split(","):
@@ -335,7 +341,8 @@ def main() -> None:
            **provenance(), "machine": {**cpu, "platform": platform.platform(), "torch": torch.__version__,
                                        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                            / 2**30, 1)},
-           "sgemm_2048_gflops": sgemm, "load_average_start": load_start, "load_average_end": os.getloadavg(),
+           "sgemm_2048_gflops": sgemm, "bf16_gemm_2048_gflops": bf16_gemm,
+           "load_average_start": load_start, "load_average_end": os.getloadavg(),
            "wall_seconds": round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1),
            "inputs": {"batch": BATCH, "positions": POSITIONS, "attributes": ATTRIBUTES,
                       "item_attributes": ITEM_ATTRIBUTES, "zipf": ZIPF, "synthetic": True,
@@ -348,7 +355,7 @@ def main() -> None:
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     print(f"\n{cpu['model']}, {cpu['cores']} cores; peak {cpu['peak_derivation']}; "
-          f"torch sgemm 2048^3: {sgemm} GFLOP/s\n")
+          f"torch sgemm 2048^3: {sgemm} GFLOP/s (bfloat16: {bf16_gemm})\n")
     print("| shape | items | threads | variant | ms/step | GFLOP | GFLOP/s | % peak | % sgemm | peak RSS MB "
           "| step MB | speedup |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
