@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
-from quality import REPO, dataset_arguments, dataset_overrides, machine, peak_rss_mb, prepare  # noqa: E402
+from quality import (REPO, dataset_arguments, dataset_overrides, machine, peak_gpu_mb, peak_rss_mb,  # noqa: E402
+                     prepare)
 
 from components.config import load_params  # noqa: E402
 
@@ -133,7 +134,7 @@ def main() -> None:
             "content_prior": model.result_.after.get("content_prior"),
             "model_only_metrics": alone and {k: round(alone[k], 5) for k in ("hr@10", "ndcg@10", "coverage@10")},
             "prepare_seconds": {k: round(v, 1) for k, v in prep.items()},
-            "peak_rss_mb": round(peak_rss_mb(), 1), **ran,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(), **ran,
             "tree_changed_during_run": provenance()["git_diff_sha256"] != ran["git_diff_sha256"],
             "command": " ".join(["bench/model.py", *sys.argv[1:]]),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),

@@ -89,6 +89,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu_mb() -> float | None:
+    """The CUDA memory torch allocated at its peak so far; None without a GPU (RSS does not count it)."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
+
+
 def machine() -> str:
     import psutil
     import torch

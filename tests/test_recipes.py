@@ -50,6 +50,7 @@ def test_on_a_gpu_a_recipe_trains_epochs_instead_of_minutes(name: str, tmp_path:
     recipe = recipes.RECIPES[name]
     cpu, gpu = trained(recipe, False, tmp_path), trained(recipe, True, tmp_path)
     assert cpu["pretrain"]["max_minutes"] and gpu["pretrain"]["max_minutes"] is None
+    assert (gpu["pretrain"]["device"], gpu["finetune"]["device"]) == ("cuda", "cuda")
     assert {k: v for k, v in gpu["model"].items()} == cpu["model"]
     assert "--no-curve" in recipes.command(name) and "--no-curve" not in recipes.command(name, gpu=True)
 

@@ -22,7 +22,7 @@ def fingerprint(*parts: Any) -> str:
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, torch.Tensor):
-            h.update(part.contiguous().numpy().tobytes())
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]

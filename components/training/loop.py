@@ -143,7 +143,8 @@ class WeightAverage:
         return {"average": self.average, "updates": self.updates}
 
     def load(self, state: dict) -> None:
-        self.average = [a.clone() for a in state["average"]]
+        # A checkpoint is read onto the CPU: each average goes where its parameter trains.
+        self.average = [a.to(p.device, copy=True) for a, p in zip(state["average"], self.params)]
         self.updates = state["updates"]
 
 

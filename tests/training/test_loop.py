@@ -78,6 +78,16 @@ def test_weight_average_follows_the_moving_average_and_swaps_back():
         assert torch.equal(p.detach(), t)  # the trained weights are back, not the average
 
 
+def test_a_loaded_weight_average_lives_where_its_parameters_train():
+    # Checkpoints are read onto the CPU; a model trained on a GPU must get its averages back there (here the
+    # meta device stands in for one: a CPU average would stay on the CPU and the next update would fail).
+    model = torch.nn.Linear(3, 2, device="meta")
+    average = WeightAverage(model, decay=0.9)
+    average.load({"average": [torch.ones(2, 3), torch.ones(2)], "updates": 7})
+    assert [a.device.type for a in average.average] == ["meta", "meta"] and average.updates == 7
+    average.update()
+
+
 def test_weight_averaged_training_keeps_the_validated_average_and_resumes_it(movielens, item_text, tmp_path):
     cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2, "weight_average": 0.99})
     straight, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
