@@ -12,6 +12,8 @@ fresh process so that its peak RSS is its own:
   plain    the model file of commit 4511575 (loaded from git): F.cross_entropy(h @ table.T, target)
            with the (M, N) logits materialised, and the (K, K) InfoNCE logits likewise;
   chunked  the model of this tree, whose losses go through components.models.softmax (chunked, fused).
+  bf16     chunked with `pretrain.softmax_precision=bfloat16`: the loss's three products in bfloat16,
+           no longer exact (gradients ~1e-3 off); opt-in, and only a gain on CPUs with AVX512_BF16/AMX.
 Both start from the same weights and the same random state. Until session 17 they drew the same dropout
 masks and their losses agreed to rounding; this tree cuts its CPU masks from 64-bit words
 (components/models/dropout.py), so the losses now agree in distribution and `max_loss_difference` is
@@ -19,6 +21,7 @@ dropout noise. The softmax's exactness is tested in tests/models/test_softmax.py
 
     flock /tmp/cpu.lock .venv/bin/python bench/step.py
     flock /tmp/cpu.lock .venv/bin/python bench/step.py --shapes ml-latest-small --threads 2,1 --rounds 3
+    flock /tmp/cpu.lock .venv/bin/python bench/step.py --variants plain,chunked,bf16   # and the bfloat16 products
     flock /tmp/cpu.lock .venv/bin/python bench/step.py --shapes ml-latest-small --variants chunked \
         --chunks 262144,1048576,2097152,4194304,8388608      # chunk-size sweep
 
@@ -87,7 +90,13 @@ def as_baseline(model, baseline: types.ModuleType):
     """The baseline's Recloop with `model`'s weights (head modules renamed since are mapped by name)."""
     # Knobs added since (the encoder's) are left out: the baseline only knows attention.
     known = baseline.RecloopConfig.__dataclass_fields__
-    old = baseline.Recloop(baseline.RecloopConfig(**{k: v for k, v in vars(model.config).items() if k in known}))
+
+    class Baseline(baseline.Recloop):
+        def forward(self, batch, targets=None, negatives=None, tasks=("retrieval",), temperature=0.07,
+                    softmax_dtype=None):  # the loop's argument since: the baseline's products are float32
+            return super().forward(batch, targets, negatives, tasks, temperature)
+
+    old = Baseline(baseline.RecloopConfig(**{k: v for k, v in vars(model.config).items() if k in known}))
     new = model.state_dict()
     renames = {"like_head.": "task_heads.like.", "rating_head.": "task_heads.rating."}
     state = {}
@@ -142,7 +151,8 @@ def run_case(case: dict) -> dict:
     from components.training.loop import configure_torch, training_step
     from components.training.pretrain import objective
 
-    params = load_params(REPO / "params.yaml", [])
+    narrow = ["pretrain.softmax_precision=bfloat16"] if case["variant"] == "bf16" else []
+    params = load_params(REPO / "params.yaml", narrow)
     cfg, knobs = params.pretrain, params.model
     if case.get("chunk_elements"):
         softmax.CHUNK_ELEMENTS = case["chunk_elements"]
@@ -285,6 +295,9 @@ def summarise(rows: list[dict]) -> list[dict]:
             entry["speedup"] = round(v["plain"]["median_ms"] / v["chunked"]["median_ms"], 2)
             entry["peak_rss_ratio"] = round(v["chunked"]["peak_rss_mb"] / v["plain"]["peak_rss_mb"], 3)
             entry["max_loss_difference"] = max(abs(a - b) for a, b in zip(v["plain"]["losses"], v["chunked"]["losses"]))
+        if "plain" in v and "bf16" in v:
+            entry["bf16_speedup"] = round(v["plain"]["median_ms"] / v["bf16"]["median_ms"], 2)
+            entry["bf16_peak_rss_ratio"] = round(v["bf16"]["peak_rss_mb"] / v["plain"]["peak_rss_mb"], 3)
         table.append(entry)
     return table
 
@@ -292,7 +305,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated from {', '.join(SHAPES)}")
-    parser.add_argument("--variants", default="plain,chunked")
+    parser.add_argument("--variants", default="plain,chunked", help="comma-separated from plain, chunked, bf16")
     parser.add_argument("--threads", default="2", help="comma-separated thread counts")
     parser.add_argument("--chunks", default="", help="comma-separated chunk_elements for `chunked` (a sweep)")
     parser.add_argument("--rounds", type=int, default=2, help="processes per case; the order alternates")
@@ -364,7 +377,7 @@ def main() -> None:
             print(f"| {e['shape']} | {e['items']:,} | {e['threads']} | {name} | {v['median_ms']:.0f} "
                   f"| {e['gflop']:.1f} | {v['gflop_per_s']:.0f} | {v['pct_of_peak']:.0f} | {v['pct_of_sgemm']:.0f} "
                   f"| {v['peak_rss_mb']:.0f} | {v['step_peak_mb']:.0f} "
-                  f"| {e.get('speedup', '') if name == 'chunked' else ''} |")
+                  f"| {e.get({'chunked': 'speedup', 'bf16': 'bf16_speedup'}.get(name, ''), '')} |")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,10 @@ class TrainingConfig(Section):
     # Full softmax over catalogs up to this size; above it, sampled softmax with log-Q correction.
     full_softmax_max_items: int = Field(100_000, ge=1)
     sampled_negatives: int = Field(8192, ge=1)
+    # Type of the full softmax's matrix products: float32 is exact; bfloat16 runs them at bfloat16 speed
+    # (CPUs with AVX512_BF16 or AMX, GPUs; slower than float32 elsewhere) with gradients ~1e-3 off
+    # (components/models/softmax.py). Its exponentials and sums stay float32.
+    softmax_precision: Literal["float32", "bfloat16"] = "float32"
     # Temperature of the InfoNCE alignment between an item's ID and text representations.
     temperature: float = Field(0.07, gt=0)
     # null: one thread per available core.

@@ -101,6 +101,7 @@ class Supervised:
     table: torch.Tensor | None  # (N, D) every item's vector; None with sampled negatives
     negatives: Negatives | None
     temperature: float
+    softmax_dtype: torch.dtype | None  # the full softmax's matrix products; None: the hidden states' type
 
 
 class RetrievalHead(nn.Module):
@@ -116,7 +117,7 @@ class RetrievalHead(nn.Module):
         """
         h, target, negatives = s.hidden, s.target, s.negatives
         if negatives is None:
-            return full_softmax_cross_entropy(h, s.table, target)
+            return full_softmax_cross_entropy(h, s.table, target, dtype=s.softmax_dtype)
         positive = (h * s.target_vectors).sum(-1, keepdim=True) - negatives.log_q[target].unsqueeze(-1)
         negative = h @ s.negative_vectors.T - negatives.log_q[negatives.items]  # (M, K)
         # A negative that is the row's own target is not a negative.
@@ -361,12 +362,14 @@ class Recloop(nn.Module):
 
     def forward(self, batch: SequenceBatch, targets: Targets | None = None, negatives: Negatives | None = None,
                 tasks: tuple[str, ...] = ("retrieval",), temperature: float = 0.07,
+                softmax_dtype: torch.dtype | None = None,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Without targets, the hidden states (B, T, D); with them, the supervised positions' (M, D) and
         the unweighted loss of each head in `tasks`.
 
         Without `negatives` the retrieval loss is a full softmax over the catalog; with them, a
-        sampled softmax (see `RetrievalHead`). `temperature` is the ID-text alignment's.
+        sampled softmax (see `RetrievalHead`). `temperature` is the ID-text alignment's; `softmax_dtype`
+        the type of the full softmax's matrix products (`full_softmax_cross_entropy`; None: the model's).
         """
         if targets is None:
             return self.encode(batch, self._input_vectors(batch, self.catalog() if negatives is None else None)), {}
@@ -396,5 +399,5 @@ class Recloop(nn.Module):
         supervised = Supervised(
             hidden=hidden, target=target, target_vectors=target_vectors, negative_vectors=negative_vectors,
             likes=pick(targets.likes), ratings=pick(targets.ratings),
-            tower=self.tower, table=table, negatives=negatives, temperature=temperature)
+            tower=self.tower, table=table, negatives=negatives, temperature=temperature, softmax_dtype=softmax_dtype)
         return hidden, {task: self.task_heads[task].loss(supervised) for task in tasks}

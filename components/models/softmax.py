@@ -39,7 +39,7 @@ LOG2E = 1.0 / math.log(2.0)
 class _FullSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, chunk_elements: int,
-                grad_enabled: bool) -> torch.Tensor:
+                grad_enabled: bool, dtype: torch.dtype) -> torch.Tensor:
         m, n = h.shape[0], table.shape[0]
         # Under no_grad nothing will call backward: the loss alone is wanted.
         need_h, need_table = (grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1])
@@ -49,12 +49,15 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         row_loss = h.new_empty(m)
         grad_h = torch.empty_like(h) if need_h else None
         grad_table = torch.zeros_like(table) if need_table else None
-        base2 = h * LOG2E
+        # The products' factors, in `dtype`; the logits' shifts, exponentials and sums stay in h's type.
+        factors, base2 = table.to(dtype), (h * LOG2E).to(dtype)
         buffer = h.new_empty(n * rows)  # one chunk's logits, then their exponentials, (N, c)
+        narrow = h.new_empty(n * rows, dtype=dtype) if dtype != h.dtype else buffer  # the same in `dtype`
         for start in range(0, m, rows):
             stop = min(start + rows, m)
             c, t_chunk, h_chunk = stop - start, target[start:stop], h[start:stop]
-            z = torch.mm(table, base2[start:stop].T, out=buffer[:n * c].view(n, c))  # base-2 logits
+            z = torch.mm(factors, base2[start:stop].T, out=narrow[:n * c].view(n, c))  # base-2 logits
+            z = buffer[:n * c].view(n, c).copy_(z) if dtype != h.dtype else z
             z.sub_(z[t_chunk, torch.arange(c, device=h.device)]).exp2_()  # 2^(z_j - z_t) = e^(l_j - l_t)
             total = z.sum(dim=0)
             if not torch.isfinite(total).all():  # a logit ~88 above the target's overflowed: redo this chunk
@@ -67,10 +70,11 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 continue
             row_loss[start:stop] = total.log()  # -log softmax_t = log sum_j e^(l_j - l_t)
             inverse = total.reciprocal().unsqueeze(1)
+            e = narrow[:n * c].view(n, c).copy_(z) if dtype != h.dtype else z
             if need_h:  # (softmax - onehot) @ table
-                torch.mm(z.T, table, out=grad_h[start:stop]).mul_(inverse).sub_(table[t_chunk])
+                _mm_into(grad_h[start:stop], e.T, factors).mul_(inverse).sub_(table[t_chunk])
             if need_table:  # (softmax - onehot).T @ h, the onehot part added row by row
-                grad_table.addmm_(z, h_chunk * inverse).index_add_(0, t_chunk, h_chunk, alpha=-1.0)
+                _mm_add(grad_table, e, (h_chunk * inverse).to(dtype)).index_add_(0, t_chunk, h_chunk, alpha=-1.0)
         ctx.m = m
         ctx.save_for_backward(grad_h, grad_table)
         return row_loss.mean()
@@ -81,7 +85,17 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         grad_h, grad_table = ctx.saved_tensors
         scale = grad_output / ctx.m  # mean over the rows
         return (grad_h * scale if grad_h is not None else None,
-                grad_table * scale if grad_table is not None else None, None, None, None)
+                grad_table * scale if grad_table is not None else None, None, None, None, None)
+
+
+def _mm_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out = a @ b, written in place when the types agree, converted when a and b are narrower."""
+    return torch.mm(a, b, out=out) if a.dtype == out.dtype else out.copy_(torch.mm(a, b))
+
+
+def _mm_add(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out += a @ b, fused when the types agree, converted when a and b are narrower."""
+    return out.addmm_(a, b) if a.dtype == out.dtype else out.add_(torch.mm(a, b))
 
 
 def _exact_chunk(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,12 +109,17 @@ def _exact_chunk(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor) -> 
 
 
 def full_softmax_cross_entropy(h: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                               chunk_elements: int | None = None) -> torch.Tensor:
+                               chunk_elements: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Mean cross-entropy of `h` (M, D) against every row of `table` (N, D), true classes `target` (M,).
 
     Equal to `F.cross_entropy(h @ table.T, target)` in value and gradients, but holding at most
     `chunk_elements` (default CHUNK_ELEMENTS) logits at a time. The gradients are computed in the
     forward pass (when `h` or `table` requires them and grad mode is on).
+
+    `dtype` (default: h's) is the type of the three matrix products' factors. torch.bfloat16 runs them
+    at bfloat16 speed (1.6-2.3x float32's on a CPU with AVX512_BF16; far slower on one without) with the
+    logits rounded to 8 significant bits: the loss then agrees to about 1e-4 and the gradients to about
+    1e-3 (relative), no longer exactly. Shifts, exponentials, sums and the accumulation stay in h's type.
     """
     return _FullSoftmaxCrossEntropy.apply(h, table, target, chunk_elements or CHUNK_ELEMENTS,
-                                          torch.is_grad_enabled())
+                                          torch.is_grad_enabled(), dtype or h.dtype)

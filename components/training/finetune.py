@@ -55,7 +55,7 @@ class FinetuneSummary:
 
 
 def objective(cfg: FinetuneConfig) -> Objective:
-    return Objective(cfg.weights.model_dump(), cfg.temperature)
+    return Objective(cfg.weights.model_dump(), cfg.temperature, cfg.softmax_precision)
 
 
 def transfer(pretrained: TrainedModel, data: SplitData, text: np.ndarray) -> TrainedModel:

@@ -37,12 +37,17 @@ POOL_BATCHES = 50
 NEGATIVE_POWER = 0.75
 
 
+# TrainingConfig.softmax_precision -> the type of the full softmax's products; None: the model's own.
+SOFTMAX_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
+
 @dataclass
 class Objective:
     """Which losses a stage trains on and how much each counts; tasks with weight 0 are not computed."""
 
     weights: dict[str, float]
     temperature: float = 0.07
+    softmax_precision: str = "float32"  # the full softmax's products (TrainingConfig.softmax_precision)
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(TASKS)
@@ -184,7 +189,8 @@ def training_step(net: torch.nn.Module, batch: SequenceBatch, targets: Targets, 
     """One optimiser step on one batch: the objective's weighted loss (plus `extra_loss()`, already
     weighted, e.g. the policy term of components/policy/reinforce.py), its gradients clipped to
     `grad_clip`. Returns the weighted loss and each task's own."""
-    _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature)
+    _, losses = net(batch, targets, negatives, objective.tasks, objective.temperature,
+                    SOFTMAX_DTYPES[objective.softmax_precision])
     loss = sum(objective.weights[t] * losses[t] for t in objective.tasks)
     if extra_loss is not None:
         losses["extra"] = extra_loss()

@@ -57,7 +57,7 @@ class PretrainSummary:
 
 
 def objective(cfg: PretrainConfig) -> Objective:
-    return Objective(cfg.weights.model_dump(), cfg.temperature)
+    return Objective(cfg.weights.model_dump(), cfg.temperature, cfg.softmax_precision)
 
 
 def fresh_model(data: SplitData, text: np.ndarray, knobs: ModelConfig, cfg: PretrainConfig, seed: int

@@ -128,7 +128,8 @@ def shrink_toward_fresh(model: Recloop, names: set[str], keep: float) -> int:
 
 def objective(cfg: TransferConfig, finetune: FinetuneConfig) -> Objective:
     """The fine-tuning objective with the ID-text alignment weighted by `transfer.contrastive`."""
-    return Objective({**finetune.weights.model_dump(), "contrastive": cfg.contrastive}, finetune.temperature)
+    return Objective({**finetune.weights.model_dump(), "contrastive": cfg.contrastive}, finetune.temperature,
+                     finetune.softmax_precision)
 
 
 def pretrain_checkpoint(checkpoint: Path | None) -> Path | None:

@@ -128,3 +128,15 @@ def test_rows_far_above_their_target_are_redone_exactly_in_float32(monkeypatch):
     assert all(torch.isfinite(g).all() for g in got)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-4)
+
+
+def test_bfloat16_products_agree_with_plain_to_bfloat16_rounding():
+    # Opt-in (TrainingConfig.softmax_precision): the products' factors rounded to 8 significant bits.
+    h, table, target = inputs(300, 2000, 16, torch.float32, scale=0.5, seed=8)
+    expected = loss_and_grads(plain, h, table, target)
+    narrow = loss_and_grads(lambda *a: full_softmax_cross_entropy(*a, dtype=torch.bfloat16), h, table, target)
+    exact = loss_and_grads(full_softmax_cross_entropy, h, table, target)
+    torch.testing.assert_close(narrow[0], expected[0], rtol=1e-3, atol=0)
+    for e, g in zip(expected[1:], narrow[1:]):
+        assert (g - e).norm() / e.norm() < 1e-2
+    assert not torch.equal(narrow[1], exact[1])  # the products did run in bfloat16

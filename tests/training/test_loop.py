@@ -88,6 +88,17 @@ def test_a_loaded_weight_average_lives_where_its_parameters_train():
     average.update()
 
 
+def test_bfloat16_softmax_products_train_along_the_float32_curve(movielens, item_text):
+    # pretrain.softmax_precision reaches the loss: the same run, its products rounded, not the same bits.
+    cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2})
+    exact_model, exact = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
+    narrow_model, narrow = pretrain_model(movielens, item_text, TINY_MODEL,
+                                          cfg.model_copy(update={"softmax_precision": "bfloat16"}), seed=3)
+    losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(exact.history, narrow.history)]
+    assert all(abs(a - b) < 1e-2 * a for a, b in losses) and any(a != b for a, b in losses)
+    assert not torch.equal(exact_model.model.tower.id_embedding.weight, narrow_model.model.tower.id_embedding.weight)
+
+
 def test_weight_averaged_training_keeps_the_validated_average_and_resumes_it(movielens, item_text, tmp_path):
     cfg = TINY_PRETRAIN.model_copy(update={"epochs": 2, "weight_average": 0.99})
     straight, result = pretrain_model(movielens, item_text, TINY_MODEL, cfg, seed=3)
