@@ -60,6 +60,7 @@ ANCHORS: dict[str, list[Anchor]] = {
 # The benchmark datasets, beside the repository.
 DATASETS = REPO.parent / "shared" / "datasets"
 
+
 def dataset_overrides(spec: str, root: Path) -> tuple[str, list[str]]:
     """(short name, params overrides) for a dataset spec such as s3rec:Beauty."""
     source, _, name = spec.partition(":")

@@ -51,13 +51,14 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
         grad_table = torch.zeros_like(table) if need_table else None
         # The products' factors, in `dtype`; the logits' shifts, exponentials and sums stay in h's type.
         factors, base2 = table.to(dtype), (h * LOG2E).to(dtype)
+        narrowed = dtype != h.dtype
         buffer = h.new_empty(n * rows)  # one chunk's logits, then their exponentials, (N, c)
-        narrow = h.new_empty(n * rows, dtype=dtype) if dtype != h.dtype else buffer  # the same in `dtype`
+        narrow = h.new_empty(n * rows, dtype=dtype) if narrowed else buffer  # the same in `dtype`
         for start in range(0, m, rows):
             stop = min(start + rows, m)
             c, t_chunk, h_chunk = stop - start, target[start:stop], h[start:stop]
             z = torch.mm(factors, base2[start:stop].T, out=narrow[:n * c].view(n, c))  # base-2 logits
-            z = buffer[:n * c].view(n, c).copy_(z) if dtype != h.dtype else z
+            z = buffer[:n * c].view(n, c).copy_(z) if narrowed else z
             z.sub_(z[t_chunk, torch.arange(c, device=h.device)]).exp2_()  # 2^(z_j - z_t) = e^(l_j - l_t)
             total = z.sum(dim=0)
             if not torch.isfinite(total).all():  # a logit ~88 above the target's overflowed: redo this chunk
@@ -70,7 +71,7 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
                 continue
             row_loss[start:stop] = total.log()  # -log softmax_t = log sum_j e^(l_j - l_t)
             inverse = total.reciprocal().unsqueeze(1)
-            e = narrow[:n * c].view(n, c).copy_(z) if dtype != h.dtype else z
+            e = narrow[:n * c].view(n, c).copy_(z) if narrowed else z
             if need_h:  # (softmax - onehot) @ table
                 _mm_into(grad_h[start:stop], e.T, factors).mul_(inverse).sub_(table[t_chunk])
             if need_table:  # (softmax - onehot).T @ h, the onehot part added row by row
